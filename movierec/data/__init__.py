@@ -1,0 +1,1 @@
+"""MovieLens data: fetching the sets and importing them into the ratings database."""

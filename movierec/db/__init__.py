@@ -1,0 +1,1 @@
+"""The ratings database: schema, engine and migrations."""

@@ -1,0 +1,73 @@
+"""Typed ORM models of the ratings database: the one definition both programs use.
+
+``rated_at`` is Unix epoch seconds (UTC), as MovieLens ships it: portable across SQLite and
+PostgreSQL, cheap to bulk-load and to stream into the trainer. Ratings are stars in 0.5 steps
+from 0.5 to 5.0, enforced by a CHECK constraint so no writer can slip a bad one in.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, CheckConstraint, Float, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: Constraint names are fixed so that migrations look the same on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+MIN_RATING = 0.5
+MAX_RATING = 5.0
+RATING_STEP = 0.5
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the shared metadata."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Movie(Base):
+    """A movie of the catalogue. ``genres`` is pipe-separated, as in MovieLens (``Comedy|Drama``)."""
+
+    __tablename__ = "movies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    title: Mapped[str] = mapped_column(String(512))
+    year: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    genres: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+    __table_args__ = (CheckConstraint("id > 0", name="positive_id"),)
+
+
+class Rating(Base):
+    """One user's rating of one movie; a re-rating replaces it (primary key user_id, movie_id)."""
+
+    __tablename__ = "ratings"
+
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    movie_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("movies.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    rating: Mapped[float] = mapped_column(Float)
+    rated_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        CheckConstraint("user_id > 0", name="positive_user_id"),
+        CheckConstraint(
+            f"rating >= {MIN_RATING} AND rating <= {MAX_RATING} AND rating * 2 = CAST(rating * 2 AS INTEGER)",
+            name="half_star_rating",
+        ),
+        # Popularity and "who rated this movie" (similar, popular, cold start) scan by movie.
+        Index("ix_ratings_movie_id", "movie_id"),
+        # The trainer's data snapshot (max rated_at) and per-user time splits.
+        Index("ix_ratings_rated_at", "rated_at"),
+    )
+
+
+def is_valid_rating(value: float) -> bool:
+    """True for 0.5, 1.0, ..., 5.0 — the values the CHECK constraint admits."""
+    return MIN_RATING <= value <= MAX_RATING and float(value * 2).is_integer()

@@ -1,0 +1,61 @@
+"""One settings object for every movierec program, read from ``MOVIEREC_*`` environment variables.
+
+Defaults are safe for a laptop: an SQLite file, a model store and a data folder under ``./var``,
+writes open only because no API key is set, and the API bound to loopback by the CLI.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the CLI, the trainer and the API."""
+
+    model_config = SettingsConfigDict(env_prefix="MOVIEREC_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///./var/movierec.db",
+        description="SQLAlchemy URL of the ratings database (sqlite:///... or postgresql+psycopg://...).",
+    )
+    model_store: Path = Field(Path("./var/models"), description="Directory of the versioned model store.")
+    data_dir: Path = Field(Path("./var/data"), description="Where `movierec data fetch` puts MovieLens sets.")
+    keep_versions: int = Field(5, ge=1, description="How many model versions the store keeps.")
+    pypi_index_url: str = Field(
+        "https://pypi.org/simple",
+        description="PyPI simple index used for the MovieLens 100K fallback (the recbole wheel).",
+    )
+    api_key: SecretStr | None = Field(None, description="If set, POST/DELETE need this in header X-API-Key.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS, comma-separated."
+    )
+    max_batch: int = Field(1000, ge=1, description="Most items in one POST /predict or POST /ratings body.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted, in bytes.")
+    reload_interval: float = Field(
+        2.0, ge=0, description="Seconds between checks of the model store for a new version (0 turns it off)."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        # An empty MOVIEREC_API_KEY= in a compose file means "no key", not "the empty key".
+        return None if value == "" else value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,371 @@
+"""The model store: versioned model directories, TensorFlow-Serving style. The one definition of the format.
+
+Layout::
+
+    MOVIEREC_MODEL_STORE/
+        1/  manifest.json  model.safetensors  [report PNGs]
+        2/  ...
+        CURRENT        # text file holding the serving version; absent means "highest version"
+        .lock          # flock taken while publishing, pruning or rolling back
+        .tmp-*/        # a version being written; never read, removed when found stale
+
+A version directory is complete the moment it appears: the trainer writes into ``.tmp-*`` and
+renames it into place. ``manifest.json`` records the sha256 of ``model.safetensors``, so a
+truncated or swapped weights file is refused on load. Only safetensors and JSON are ever read:
+nothing in the store is executable (no pickle).
+
+Tensors in ``model.safetensors`` (n users, m movies, k factors):
+
+=================  ==============  ==========================================================
+name               shape / dtype   meaning
+=================  ==============  ==========================================================
+``user_ids``       (n,) int64      MovieLens user id of each row, strictly increasing
+``movie_ids``      (m,) int64      MovieLens movie id of each row, strictly increasing
+``user_factors``   (n, k) float32  user embeddings
+``movie_factors``  (m, k) float32  movie embeddings
+``user_bias``      (n,) float32    user biases
+``movie_bias``     (m,) float32    movie biases
+``rank_bias``      (m,) float32    optional: movie term of the ranking score (see below)
+``mlp.N.weight``   (out, in)       ``nn`` models only: linear layer N (torch layout)
+``mlp.N.bias``     (out,)          ``nn`` models only
+=================  ==============  ==========================================================
+
+Semantics (``manifest["y_range"] = [lo, hi]``, ``manifest["global_bias"] = g``, sigmoid ``s``):
+
+* ``dot``: ``logit = u·m + b_u + b_m + g``; rating ``= lo + (hi - lo) * s(logit)``, clipped to the
+  rating scale. The ranking score of movie m for user u is ``u·m + rank_bias[m]`` when
+  ``rank_bias`` is present, else ``u·m + b_m`` (``b_u`` and ``g`` are the same for every movie).
+* ``nn``: ``x = concat(user_factors[u], movie_factors[m])``; every ``mlp.N`` layer but the last
+  is followed by ReLU; the last has one output, the logit; ``rating = lo + (hi - lo) * s(logit + g)``.
+  The ranking score is the logit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+WEIGHTS_FILE = "model.safetensors"
+CURRENT_FILE = "CURRENT"
+LOCK_FILE = ".lock"
+TMP_PREFIX = ".tmp-"
+MODEL_KINDS = ("dot", "nn")
+REQUIRED_TENSORS = ("user_ids", "movie_ids", "user_factors", "movie_factors", "user_bias", "movie_bias")
+REQUIRED_MANIFEST_KEYS = ("format_version", "version", "kind", "factors", "y_range", "rating_scale", "global_bias",
+                          "counts", "weights_sha256")
+
+
+class StoreError(RuntimeError):
+    """The model store or a version in it is unusable; the message says why."""
+
+
+class CorruptModelError(StoreError):
+    """A version exists but fails validation (truncated, mismatched, non-finite, not our format)."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A validated model version: its manifest and its tensors (read-only numpy arrays)."""
+
+    version: int
+    path: Path
+    manifest: dict[str, Any]
+    tensors: dict[str, np.ndarray]
+
+    @property
+    def kind(self) -> str:
+        """``dot`` or ``nn``."""
+        return str(self.manifest["kind"])
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def validate(manifest: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> None:
+    """Check that a manifest and its tensors form a usable model; raise CorruptModelError if not."""
+    missing = [key for key in REQUIRED_MANIFEST_KEYS if key not in manifest]
+    if missing:
+        raise CorruptModelError(f"manifest lacks {', '.join(missing)}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise CorruptModelError(f"format_version {manifest['format_version']!r} is not {FORMAT_VERSION}")
+    if manifest["kind"] not in MODEL_KINDS:
+        raise CorruptModelError(f"unknown model kind {manifest['kind']!r}")
+    absent = [name for name in REQUIRED_TENSORS if name not in tensors]
+    if absent:
+        raise CorruptModelError(f"weights lack tensors {', '.join(absent)}")
+    user_ids, movie_ids = tensors["user_ids"], tensors["movie_ids"]
+    n, m, k = len(user_ids), len(movie_ids), int(manifest["factors"])
+    expected = {
+        "user_ids": (n,), "movie_ids": (m,), "user_factors": (n, k), "movie_factors": (m, k),
+        "user_bias": (n,), "movie_bias": (m,),
+    }
+    if "rank_bias" in tensors:
+        expected["rank_bias"] = (m,)
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise CorruptModelError(f"tensor {name} has shape {tuple(tensors[name].shape)}, manifest says {shape}")
+    counts = manifest["counts"]
+    if counts.get("users") != n or counts.get("movies") != m:
+        raise CorruptModelError(f"manifest counts {counts} do not match tensors ({n} users, {m} movies)")
+    for name in ("user_ids", "movie_ids"):
+        ids = tensors[name]
+        if ids.dtype != np.int64 or (len(ids) > 1 and not np.all(np.diff(ids) > 0)):
+            raise CorruptModelError(f"{name} must be strictly increasing int64")
+    for name, array in tensors.items():
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise CorruptModelError(f"tensor {name} holds NaN or infinity")
+    lo, hi = manifest["y_range"]
+    if not lo < hi:
+        raise CorruptModelError(f"y_range {manifest['y_range']} is empty")
+    if manifest["kind"] == "nn" and not any(key.startswith("mlp.") for key in tensors):
+        raise CorruptModelError("nn model without mlp layers")
+
+
+class ModelStore:
+    """A directory of numbered model versions with atomic publish, load, rollback and pruning."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def versions(self) -> list[int]:
+        """Complete versions present in the store, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for entry in self.root.iterdir():
+            if entry.name.isdigit() and entry.is_dir() and not entry.is_symlink():
+                found.append(int(entry.name))
+        return sorted(found)
+
+    def current_version(self) -> int | None:
+        """The version to serve: the one named in CURRENT if it still exists, else the highest."""
+        versions = self.versions()
+        if not versions:
+            return None
+        pointer = self.root / CURRENT_FILE
+        with contextlib.suppress(OSError, ValueError):
+            named = int(pointer.read_text().strip())
+            if named in versions:
+                return named
+        return versions[-1]
+
+    def version_path(self, version: int) -> Path:
+        """Directory of ``version``; refuses anything that would resolve outside the store."""
+        if not isinstance(version, int) or version < 1:
+            raise StoreError(f"invalid version {version!r}")
+        path = self.root / str(version)
+        if path.is_symlink() or not path.resolve().is_relative_to(self.root.resolve()):
+            raise StoreError(f"version {version} points outside the model store")
+        return path
+
+    def read_manifest(self, version: int) -> dict[str, Any]:
+        """The parsed manifest of ``version`` (not validated against the weights)."""
+        path = self.version_path(version) / MANIFEST_FILE
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise CorruptModelError(f"version {version} has no {MANIFEST_FILE}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CorruptModelError(f"version {version}: {MANIFEST_FILE} is not valid JSON ({exc})") from exc
+
+    def load(self, version: int | None = None) -> ModelArtifact:
+        """Load and validate ``version`` (default: the current one).
+
+        Raises StoreError when the store is empty and CorruptModelError when the version is damaged.
+        """
+        if version is None:
+            version = self.current_version()
+            if version is None:
+                raise StoreError(f"no model in {self.root}; run `movierec train`")
+        path = self.version_path(version)
+        manifest = self.read_manifest(version)
+        weights = path / WEIGHTS_FILE
+        if not weights.is_file() or weights.is_symlink():
+            raise CorruptModelError(f"version {version} has no {WEIGHTS_FILE}")
+        digest = sha256_file(weights)
+        if digest != manifest.get("weights_sha256"):
+            raise CorruptModelError(f"version {version}: {WEIGHTS_FILE} does not match the sha256 in its manifest")
+        try:
+            tensors = load_file(str(weights))
+        except Exception as exc:  # safetensors raises its own error types for malformed headers
+            raise CorruptModelError(f"version {version}: unreadable {WEIGHTS_FILE} ({exc})") from exc
+        for array in tensors.values():
+            array.setflags(write=False)
+        if manifest.get("version") != version:
+            raise CorruptModelError(f"version {version}: manifest says version {manifest.get('version')}")
+        validate(manifest, tensors)
+        return ModelArtifact(version=version, path=path, manifest=manifest, tensors=tensors)
+
+    def list(self) -> list[dict[str, Any]]:
+        """Manifests of all versions, oldest first, each with ``version`` and ``current`` set.
+
+        A version whose manifest cannot be read is listed with an ``error`` instead of hiding it.
+        """
+        current = self.current_version()
+        rows = []
+        for version in self.versions():
+            try:
+                manifest = self.read_manifest(version)
+            except StoreError as exc:
+                manifest = {"error": str(exc)}
+            rows.append({**manifest, "version": version, "current": version == current})
+        return rows
+
+    # -- writing -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive lock on the store for publish, prune and rollback (one writer at a time)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / LOCK_FILE).open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def publish(
+        self,
+        tensors: Mapping[str, np.ndarray],
+        manifest: Mapping[str, Any],
+        extra_files: Callable[[Path], None] | None = None,
+        keep: int | None = None,
+    ) -> int:
+        """Write a new version atomically and make it current; return its number.
+
+        ``manifest`` gets ``format_version``, ``version``, ``weights_sha256`` and ``created_at``
+        filled in. ``extra_files(directory)`` may write more files (report PNGs) into the version
+        before it becomes visible. The model is validated before anything is renamed into place,
+        so an invalid model never reaches readers; if anything fails the store is left as it was.
+        ``keep`` prunes to that many newest versions afterwards.
+        """
+        arrays = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
+        with self.lock():
+            self._remove_stale_tmp()
+            version = (self.versions() or [0])[-1] + 1
+            tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.root))
+            try:
+                full = {
+                    **manifest,
+                    "format_version": FORMAT_VERSION,
+                    "version": version,
+                    "created_at": manifest.get("created_at") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+                weights = tmp / WEIGHTS_FILE
+                save_file(arrays, str(weights))
+                _fsync(weights)
+                full["weights_sha256"] = sha256_file(weights)
+                validate(full, arrays)
+                if extra_files is not None:
+                    extra_files(tmp)
+                manifest_path = tmp / MANIFEST_FILE
+                manifest_path.write_text(json.dumps(full, indent=2, sort_keys=True, default=_json_default) + "\n")
+                _fsync(manifest_path)
+                os.chmod(tmp, 0o755)
+                _fsync(tmp)
+                os.rename(tmp, self.root / str(version))
+                _fsync(self.root)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            self._write_current(version)
+            if keep is not None:
+                self._prune(keep)
+        return version
+
+    def rollback(self) -> int:
+        """Make the version before the current one current; return it. Raises StoreError if none."""
+        with self.lock():
+            current = self.current_version()
+            older = [v for v in self.versions() if current is not None and v < current]
+            if not older:
+                raise StoreError("no earlier version to roll back to")
+            for candidate in reversed(older):
+                try:
+                    self.load(candidate)
+                except StoreError:
+                    continue
+                self._write_current(candidate)
+                return candidate
+            raise StoreError("every earlier version is damaged; nothing to roll back to")
+
+    def set_current(self, version: int) -> None:
+        """Make ``version`` current after checking that it loads."""
+        with self.lock():
+            self.load(version)
+            self._write_current(version)
+
+    def prune(self, keep: int) -> list[int]:
+        """Delete all but the newest ``keep`` versions (never the current one); return what went."""
+        with self.lock():
+            return self._prune(keep)
+
+    def _prune(self, keep: int) -> list[int]:
+        keep = max(1, keep)
+        current = self.current_version()
+        versions = self.versions()
+        doomed = [v for v in versions[:-keep] if v != current]
+        for version in doomed:
+            # Rename first so a reader never sees a half-deleted version under its number.
+            trash = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.root))
+            os.rename(self.root / str(version), trash / "old")
+            shutil.rmtree(trash, ignore_errors=True)
+        return doomed
+
+    def _write_current(self, version: int) -> None:
+        pointer = self.root / CURRENT_FILE
+        tmp = self.root / f"{TMP_PREFIX}current-{os.getpid()}"
+        tmp.write_text(f"{version}\n")
+        _fsync(tmp)
+        os.replace(tmp, pointer)
+        _fsync(self.root)
+
+    def _remove_stale_tmp(self) -> None:
+        # Called under the lock: every writer holds it, so any temp entry left is a dead writer's.
+        for entry in self.root.glob(f"{TMP_PREFIX}*"):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
