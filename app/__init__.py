@@ -1,0 +1,1 @@
+"""movierec HTTP API (FastAPI). Entry point: :func:`app.main.create_app`."""

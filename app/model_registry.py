@@ -1,0 +1,183 @@
+"""The model being served, swapped atomically when a new version is published.
+
+Readers take ``registry.state`` once per request and use that object throughout, so a reload in
+the middle of a request never mixes two versions: loading, validation and preparation happen on
+the side and only then is one reference replaced.
+
+The registry also knows which users have rated since the model's data snapshot ("stale" users),
+so ``/predict`` can use the trained factors of everybody else without a database round trip.
+The set is computed when a version is loaded, extended by this process's writes at once and by
+other processes' writes through a periodic scan of the ``rated_at`` index.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from movierec.store import MANIFEST_FILE, WEIGHTS_FILE, CorruptModelError, ModelStore, StoreError
+
+from . import repository
+from .metrics import Metrics
+from .serving import Catalogue, LoadedModel
+
+log = logging.getLogger(__name__)
+
+#: The stale-user scan re-reads this many seconds before its watermark: a rating committed late
+#: with an earlier server timestamp (transactions finish out of order) is still caught.
+WATERMARK_OVERLAP_S = 120
+
+
+@dataclass
+class ServingState:
+    """A loaded model plus the users whose ratings are newer than its data snapshot."""
+
+    model: LoadedModel
+    stale_users: set[int] = field(default_factory=set)
+    watermark: int | None = None  # newest rated_at seen by the stale-user scan
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """Outcome of a reload attempt."""
+
+    version: int | None
+    previous: int | None
+    changed: bool
+    error: str | None = None
+
+
+class ModelRegistry:
+    """Holds the current :class:`ServingState` and loads new versions from the store."""
+
+    def __init__(self, store_root: Path, sessions: sessionmaker[Session], metrics: Metrics) -> None:
+        self.store = ModelStore(store_root)
+        self._sessions = sessions
+        self._metrics = metrics
+        self.state: ServingState | None = None
+        self.last_error: str | None = None
+        self._load_lock = threading.Lock()
+        # Versions refused, by a signature of their files: a broken version is not retried until
+        # its files change, so the poll loop does not re-hash a large corrupt file every tick.
+        self._refused: dict[int, tuple[object, ...]] = {}
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> LoadedModel | None:
+        state = self.state
+        return state.model if state is not None else None
+
+    def is_stale(self, state: ServingState, user_id: int) -> bool:
+        """True if the user rated after the model's snapshot (their trained factors are out of date)."""
+        return user_id in state.stale_users
+
+    def mark_stale(self, user_ids: set[int] | list[int]) -> None:
+        """Called after this process stored ratings for these users."""
+        state = self.state
+        if state is not None:
+            state.stale_users.update(user_ids)
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def _signature(self, version: int) -> tuple[object, ...]:
+        try:
+            path = self.store.version_path(version)
+        except StoreError:
+            return (version,)
+        parts: list[object] = [version]
+        for name in (MANIFEST_FILE, WEIGHTS_FILE):
+            try:
+                st = (path / name).stat()
+                parts.extend((st.st_mtime_ns, st.st_size))
+            except OSError:
+                parts.append(None)
+        return tuple(parts)
+
+    def poll(self) -> ReloadResult | None:
+        """Load the store's current version if it differs from the served one (cheap when not)."""
+        try:
+            version = self.store.current_version()
+        except OSError as exc:
+            log.warning("cannot read model store %s: %s", self.store.root, exc)
+            return None
+        current = self.model.version if self.model is not None else None
+        if version is None or version == current:
+            return None
+        if self._refused.get(version) == self._signature(version):
+            return None
+        return self.reload(version)
+
+    def reload(self, version: int | None = None, force: bool = False) -> ReloadResult:
+        """Load ``version`` (default: the store's current one), validate it and swap it in.
+
+        On any failure the old model keeps serving and the error is recorded and returned.
+        """
+        with self._load_lock:
+            previous = self.model.version if self.model is not None else None
+            try:
+                if version is None:
+                    version = self.store.current_version()
+                if version is None:
+                    raise StoreError(f"no model in {self.store.root}")
+                if version == previous and not force:
+                    return ReloadResult(version, previous, changed=False)
+                signature = self._signature(version)
+                started = time.perf_counter()
+                artifact = self.store.load(version)
+                with self._sessions() as session:
+                    catalogue = Catalogue.from_rows(repository.all_movies(session))
+                model = LoadedModel(artifact, catalogue)
+                state = ServingState(model)
+                self._scan_stale(state)
+            except (StoreError, ValueError, KeyError, TypeError) as exc:
+                # A damaged version: refuse it until its files change.
+                if version is not None:
+                    self._refused[version] = self._signature(version)
+                return self._failed(version, previous, f"model version {version} refused: {exc}",
+                                    corrupt=isinstance(exc, CorruptModelError))
+            except Exception as exc:  # noqa: BLE001 - e.g. database down: transient, retried next tick
+                return self._failed(version, previous, f"model version {version} not loaded: {exc}", corrupt=False)
+            self.state = state  # the one atomic swap
+            self._refused.pop(version, None)
+            self.last_error = None
+            self._metrics.reloads.labels("success").inc()
+            self._metrics.model_version.set(version)
+            log.info("serving model version %s (%s, k=%s, %d users, %d movies) loaded in %.0f ms; was %s",
+                     version, model.kind, model.k, len(model.user_ids), len(model.movie_ids),
+                     1000 * (time.perf_counter() - started), previous)
+            return ReloadResult(version, previous, changed=True)
+
+    def _failed(self, version: int | None, previous: int | None, message: str, corrupt: bool) -> ReloadResult:
+        self.last_error = message
+        self._metrics.reloads.labels("failure").inc()
+        log.error("%s; still serving version %s", message, previous)
+        return ReloadResult(previous, previous, changed=False, error=message)
+
+    # -- stale users -----------------------------------------------------------------------------
+
+    def _scan_stale(self, state: ServingState) -> None:
+        snapshot = state.model.snapshot_max_rated_at
+        if snapshot is None:
+            # Unknown snapshot: trust the trained factors of known users (cannot tell who is newer).
+            return
+        after = snapshot if state.watermark is None else max(snapshot, state.watermark - WATERMARK_OVERLAP_S)
+        with self._sessions() as session:
+            rows = repository.users_rated_after(session, after)
+        for user, latest in rows:
+            state.stale_users.add(user)
+            if state.watermark is None or latest > state.watermark:
+                state.watermark = latest
+        if state.watermark is None:
+            state.watermark = snapshot
+
+    def refresh_stale(self) -> None:
+        """Pick up users who rated through other processes since the last scan."""
+        state = self.state
+        if state is not None:
+            self._scan_stale(state)

@@ -1,0 +1,187 @@
+"""Database queries of the service, one function per question, on a SQLAlchemy session.
+
+Reads return plain tuples or numpy arrays (no ORM objects: cheaper, and nothing lazy escapes the
+session). Writes are upserts written for both dialects (``INSERT .. ON CONFLICT DO UPDATE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import Select, delete, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from movierec.db.schema import Movie, Rating
+
+
+@dataclass(frozen=True)
+class UserRatings:
+    """One user's ratings as arrays (any order)."""
+
+    movie_ids: np.ndarray  # int64
+    ratings: np.ndarray  # float64
+    rated_at: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return int(self.movie_ids.size)
+
+    @property
+    def latest(self) -> int | None:
+        return int(self.rated_at.max()) if self.rated_at.size else None
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[int, float, int]]) -> UserRatings:
+        if not rows:
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.int64))
+        movie, rating, at = zip(*rows, strict=True)
+        return cls(np.asarray(movie, np.int64), np.asarray(rating, np.float64), np.asarray(at, np.int64))
+
+
+def ping(session: Session) -> None:
+    """Raise if the database cannot answer a trivial query."""
+    session.execute(select(literal(1))).scalar_one()
+
+
+def user_ratings(session: Session, user_id: int) -> UserRatings:
+    """All ratings of ``user_id`` (a primary-key prefix scan)."""
+    rows = session.execute(
+        select(Rating.movie_id, Rating.rating, Rating.rated_at).where(Rating.user_id == user_id)
+    ).all()
+    return UserRatings.from_rows([tuple(r) for r in rows])
+
+
+def many_user_ratings(session: Session, user_ids: Sequence[int]) -> dict[int, UserRatings]:
+    """Ratings of several users in one query; users without ratings are absent from the result."""
+    if not user_ids:
+        return {}
+    rows = session.execute(
+        select(Rating.user_id, Rating.movie_id, Rating.rating, Rating.rated_at).where(Rating.user_id.in_(user_ids))
+    ).all()
+    grouped: dict[int, list[tuple[int, float, int]]] = {}
+    for user, movie, rating, at in rows:
+        grouped.setdefault(int(user), []).append((movie, rating, at))
+    return {user: UserRatings.from_rows(group) for user, group in grouped.items()}
+
+
+def list_user_ratings(session: Session, user_id: int, limit: int, offset: int) -> list[tuple[int, int, float, int]]:
+    """A page of a user's ratings, newest first: ``(user_id, movie_id, rating, rated_at)``."""
+    rows = session.execute(
+        select(Rating.user_id, Rating.movie_id, Rating.rating, Rating.rated_at)
+        .where(Rating.user_id == user_id)
+        .order_by(Rating.rated_at.desc(), Rating.movie_id)
+        .limit(limit).offset(offset)
+    ).all()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def existing_movie_ids(session: Session, movie_ids: Sequence[int]) -> set[int]:
+    """Which of ``movie_ids`` are in the catalogue."""
+    if not movie_ids:
+        return set()
+    return set(session.execute(select(Movie.id).where(Movie.id.in_(set(movie_ids)))).scalars())
+
+
+def upsert_ratings(session: Session, rows: Sequence[dict[str, object]]) -> None:
+    """Insert ratings, replacing an existing (user, movie) rating. Rows must have unique keys."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt = postgresql.insert(Rating)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(Rating)
+    else:  # pragma: no cover - only the two supported backends are configured
+        raise RuntimeError(f"unsupported database dialect {dialect}")
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Rating.user_id, Rating.movie_id],
+        set_={"rating": stmt.excluded.rating, "rated_at": stmt.excluded.rated_at},
+    )
+    session.execute(stmt, list(rows))
+
+
+def begin_write(session: Session) -> None:
+    """Start the write transaction eagerly on SQLite.
+
+    pysqlite begins deferred transactions: a transaction that reads and then writes can fail with
+    'database is locked' *without waiting* when another writer committed in between (WAL snapshot
+    upgrade). ``BEGIN IMMEDIATE`` takes the write lock first, so the busy timeout applies and
+    concurrent writers queue instead of failing. PostgreSQL needs nothing.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def delete_rating(session: Session, user_id: int, movie_id: int) -> bool:
+    """Delete one rating; True if it existed."""
+    result = session.execute(delete(Rating).where(Rating.user_id == user_id, Rating.movie_id == movie_id))
+    return bool(result.rowcount)
+
+
+def _movie_filters(stmt: Select, query: str | None, genre: str | None) -> Select:  # type: ignore[type-arg]
+    if query:
+        stmt = stmt.where(func.lower(Movie.title).contains(query.lower(), autoescape=True))
+    if genre:
+        # genres is pipe-separated: match a whole genre, case-insensitively.
+        padded = literal("|") + func.lower(Movie.genres) + literal("|")
+        stmt = stmt.where(padded.contains(f"|{genre.strip().lower()}|", autoescape=True))
+    return stmt
+
+
+def search_movies(session: Session, query: str | None, genre: str | None, limit: int,
+                  offset: int) -> tuple[int, list[tuple[int, str, int | None, str]]]:
+    """Total matching movies and one page of them ordered by id."""
+    total = session.execute(_movie_filters(select(func.count()).select_from(Movie), query, genre)).scalar_one()
+    rows = session.execute(
+        _movie_filters(select(Movie.id, Movie.title, Movie.year, Movie.genres), query, genre)
+        .order_by(Movie.id).limit(limit).offset(offset)
+    ).all()
+    return int(total), [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def get_movie(session: Session, movie_id: int) -> tuple[int, str, int | None, str] | None:
+    row = session.execute(select(Movie.id, Movie.title, Movie.year, Movie.genres).where(Movie.id == movie_id)).first()
+    return tuple(row) if row is not None else None  # type: ignore[return-value]
+
+
+def movie_rating_stats(session: Session, movie_id: int) -> tuple[int, float | None]:
+    """Number of ratings and mean rating of one movie (uses the movie_id index)."""
+    count, mean = session.execute(
+        select(func.count(Rating.rating), func.avg(Rating.rating)).where(Rating.movie_id == movie_id)
+    ).one()
+    return int(count), (float(mean) if mean is not None else None)
+
+
+def all_movies(session: Session) -> list[tuple[int, str, int | None, str]]:
+    """The whole catalogue (loaded once per model version to align metadata with model rows)."""
+    return [tuple(r) for r in session.execute(select(Movie.id, Movie.title, Movie.year, Movie.genres))]  # type: ignore[misc]
+
+
+def popularity_stats(session: Session) -> list[tuple[int, str, int | None, str, int, float]]:
+    """``(id, title, year, genres, count, mean)`` of every rated movie: one aggregate scan."""
+    per_movie = (
+        select(Rating.movie_id, func.count().label("n"), func.avg(Rating.rating).label("mean"))
+        .group_by(Rating.movie_id).subquery()
+    )
+    rows = session.execute(
+        select(Movie.id, Movie.title, Movie.year, Movie.genres, per_movie.c.n, per_movie.c.mean)
+        .join(per_movie, per_movie.c.movie_id == Movie.id)
+    ).all()
+    return [(int(r[0]), r[1], r[2], r[3] or "", int(r[4]), float(r[5])) for r in rows]
+
+
+def users_rated_after(session: Session, after: int) -> list[tuple[int, int]]:
+    """``(user_id, latest rated_at)`` of users with a rating newer than ``after`` (rated_at index)."""
+    rows = session.execute(
+        select(Rating.user_id, func.max(Rating.rated_at)).where(Rating.rated_at > after).group_by(Rating.user_id)
+    ).all()
+    return [(int(u), int(t)) for u, t in rows]
+
+
+__all__ = [
+    "UserRatings", "all_movies", "begin_write", "delete_rating", "existing_movie_ids", "get_movie",
+    "list_user_ratings", "many_user_ratings", "movie_rating_stats", "ping", "popularity_stats", "search_movies",
+    "upsert_ratings", "user_ratings", "users_rated_after",
+]

@@ -1,0 +1,73 @@
+"""The catalogue: search, details, similar movies (learned factors) and popular movies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+
+from .. import repository
+from ..deps import PopularityDep, RequiredStateDep, SessionDep, StateDep
+from ..schemas import MAX_ID, MovieDetail, MoviePage, PopularMovies, SimilarMovies
+from ..serving import split_genres
+
+router = APIRouter(tags=["movies"])
+
+MoviePath = Annotated[int, Path(gt=0, le=MAX_ID, description="Movie id", examples=[50])]
+N = Annotated[int, Query(ge=1, le=100, description="Number of movies")]
+
+
+def _movie(row: tuple[int, str, int | None, str]) -> dict[str, object]:
+    return {"movie_id": row[0], "title": row[1], "year": row[2], "genres": split_genres(row[3] or "")}
+
+
+@router.get("/movies", response_model=MoviePage)
+def list_movies(
+    session: SessionDep,
+    query: Annotated[str | None, Query(max_length=200, description="Case-insensitive title substring",
+                                       examples=["star wars"])] = None,
+    genre: Annotated[str | None, Query(max_length=64, description="Exact genre", examples=["Sci-Fi"])] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> dict[str, object]:
+    """Search the catalogue by title and genre, ordered by id."""
+    total, rows = repository.search_movies(session, query or None, genre or None, limit, offset)
+    return {"total": total, "limit": limit, "offset": offset, "items": [_movie(r) for r in rows]}
+
+
+@router.get("/movies/{movie_id}", response_model=MovieDetail, responses={404: {"description": "No such movie"}})
+def get_movie(session: SessionDep, state: StateDep, movie_id: MoviePath) -> dict[str, object]:
+    """One movie with its rating count, mean rating and whether the current model knows it."""
+    row = repository.get_movie(session, movie_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"movie {movie_id} not found")
+    count, mean = repository.movie_rating_stats(session, movie_id)
+    in_model = state is not None and state.model.movie_row(movie_id) is not None
+    return {**_movie(row), "ratings_count": count, "mean_rating": mean, "in_model": in_model}
+
+
+@router.get("/movies/{movie_id}/similar", response_model=SimilarMovies,
+            responses={404: {"description": "Movie unknown to the database or to the model"},
+                       503: {"description": "No model loaded"}})
+def similar_movies(session: SessionDep, state: RequiredStateDep, movie_id: MoviePath, n: N = 10) -> dict[str, object]:
+    """The n movies nearest to this one by cosine similarity of the learned movie factors."""
+    model = state.model
+    row = model.movie_row(movie_id)
+    if row is None:
+        if repository.get_movie(session, movie_id) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"movie {movie_id} not found")
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"movie {movie_id} is not in model version {model.version} (added after training)")
+    rows, scores = model.similar(row, n)
+    return {"movie_id": movie_id, "model_version": model.version, "items": model.items(rows, scores)}
+
+
+@router.get("/popular", response_model=PopularMovies)
+def popular(
+    popularity: PopularityDep,
+    n: N = 10,
+    genre: Annotated[str | None, Query(max_length=64, description="Only movies of this genre")] = None,
+    min_year: Annotated[int | None, Query(ge=0, le=9999, description="Only movies from this year on")] = None,
+) -> dict[str, object]:
+    """Most popular movies for anonymous visitors: damped mean rating (cached, refreshed periodically)."""
+    return {"items": popularity.top(n, genre=genre, min_year=min_year)}

@@ -1,0 +1,140 @@
+"""Predicted ratings: one pair (GET) or a batch in one vectorised pass (POST).
+
+Movies unknown to the database -> 404. Movies in the database but not in the model (added after
+training) -> 404 as well, saying so: the model has no factors or bias for them, and a made-up
+number would look like a real prediction.
+
+These endpoints are ``async``: the common case (a user the model knows and who has not rated
+since) is a few microseconds of numpy with no I/O, so a thread-pool hop would be most of the
+cost. Anything that needs the database runs in the thread pool explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Body, HTTPException, Query, Request, status
+from starlette.concurrency import run_in_threadpool
+
+from .. import repository
+from ..deps import RequiredStateDep
+from ..model_registry import ServingState
+from ..personalize import resolve_user
+from ..schemas import MAX_ID, Prediction, PredictRequest
+from ..serving import UserVector
+
+router = APIRouter(tags=["predictions"])
+
+_ERRORS = {404: {"description": "Movie unknown to the database or to the model"},
+           503: {"description": "No model loaded or database unavailable"}}
+
+
+def _check_movies(request: Request, state: ServingState, movie_ids: np.ndarray, rows: np.ndarray,
+                  found: np.ndarray) -> None:
+    """404 for movies the model cannot score, telling apart 'no such movie' and 'not in the model'."""
+    model = state.model
+    ok = found & model.in_catalogue[rows]
+    if ok.all():
+        return
+    suspects = sorted({int(m) for m in movie_ids[~ok]})
+    with request.app.state.sessions() as session:
+        in_db = repository.existing_movie_ids(session, suspects)
+    absent = [m for m in suspects if m not in in_db]
+    if absent:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"movie(s) not found: {', '.join(map(str, absent[:20]))}")
+    unknown = [m for m in suspects if model.movie_row(m) is None]
+    if unknown:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"movie(s) {', '.join(map(str, unknown[:20]))} are in the catalogue but not in model version "
+            f"{model.version} (added after training); no prediction until a model trained on them is published",
+        )
+
+
+def _users_from_db(request: Request, state: ServingState, user_ids: list[int]) -> dict[int, UserVector]:
+    """Vectors of users whose trained factors cannot be used as they are (unknown or stale)."""
+    model = state.model
+    with request.app.state.sessions() as session:
+        by_user = repository.many_user_ratings(session, user_ids)
+    metrics = request.app.state.metrics
+    out = {}
+    empty = repository.UserRatings.from_rows([])
+    for user_id in user_ids:
+        vector = resolve_user(model, user_id, by_user.get(user_id, empty), metrics,
+                              stale=user_id in state.stale_users)
+        out[user_id] = vector if vector is not None else model.baseline_user()
+    return out
+
+
+@router.get("/predict", response_model=Prediction, responses=_ERRORS)
+async def predict_one(
+    request: Request,
+    state: RequiredStateDep,
+    user_id: Annotated[int, Query(gt=0, le=MAX_ID, description="User id", examples=[196])],
+    movie_id: Annotated[int, Query(gt=0, le=MAX_ID, description="Movie id", examples=[242])],
+) -> dict[str, object]:
+    """Predicted rating of one movie by one user (0.5..5).
+
+    Users the model does not know, or who rated since it was trained, are folded in from their
+    current ratings; users with no ratings get the baseline (global + movie bias).
+    """
+    model = state.model
+    rows, found = model.movie_rows(np.array([movie_id]))
+    if not (found[0] and model.in_catalogue[rows[0]]):
+        await run_in_threadpool(_check_movies, request, state, np.array([movie_id]), rows, found)
+    user_row = model.user_row(user_id)
+    if user_row is not None and user_id not in state.stale_users:
+        user = model.trained_user(user_row)
+    else:
+        user = (await run_in_threadpool(_users_from_db, request, state, [user_id]))[user_id]
+    rating = model.predict_one(user, int(rows[0]))
+    return {"user_id": user_id, "movie_id": movie_id, "rating": rating, "model_version": model.version,
+            "personalized": user.personalized}
+
+
+def _predict_batch(request: Request, state: ServingState, items: list[PredictRequest]) -> list[dict[str, object]]:
+    model = state.model
+    user_ids = np.fromiter((i.user_id for i in items), dtype=np.int64, count=len(items))
+    movie_ids = np.fromiter((i.movie_id for i in items), dtype=np.int64, count=len(items))
+    movie_rows, found = model.movie_rows(movie_ids)
+    _check_movies(request, state, movie_ids, movie_rows, found)
+
+    unique_users, inverse = np.unique(user_ids, return_inverse=True)
+    user_rows, known = model.user_rows(unique_users)
+    vecs = np.empty((unique_users.size, model.k), dtype=np.float32)
+    bias = np.empty(unique_users.size, dtype=np.float64)
+    personalized = np.ones(unique_users.size, dtype=bool)
+    stale = np.array([int(u) in state.stale_users for u in unique_users], dtype=bool)
+    direct = known & ~stale
+    vecs[direct] = model.user_factors[user_rows[direct]]
+    bias[direct] = model.user_bias[user_rows[direct]]
+    need = np.flatnonzero(~direct)
+    if need.size:
+        solved = _users_from_db(request, state, [int(unique_users[i]) for i in need])
+        for i in need:
+            vector = solved[int(unique_users[i])]
+            vecs[i], bias[i], personalized[i] = vector.vec, vector.bias, vector.personalized
+    ratings = model.predict(vecs[inverse], bias[inverse], movie_rows)
+    return [
+        {"user_id": int(u), "movie_id": int(m), "rating": float(r), "model_version": model.version,
+         "personalized": bool(p)}
+        for u, m, r, p in zip(user_ids, movie_ids, ratings, personalized[inverse], strict=True)
+    ]
+
+
+@router.post("/predict", response_model=list[Prediction], responses=_ERRORS)
+async def predict_many(
+    request: Request,
+    state: RequiredStateDep,
+    items: Annotated[list[PredictRequest], Body(
+        description="Pairs to predict, at most MOVIEREC_MAX_BATCH.",
+        examples=[[{"user_id": 196, "movie_id": 242}, {"user_id": 186, "movie_id": 302}]])],
+) -> list[dict[str, object]]:
+    """Predicted ratings for a list of (user, movie) pairs, answered in the same order."""
+    limit = request.app.state.settings.max_batch
+    if len(items) > limit:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"at most {limit} pairs per request, got {len(items)}")
+    if not items:
+        return []
+    return await run_in_threadpool(_predict_batch, request, state, items)

@@ -1,0 +1,177 @@
+"""Request and response bodies (pydantic v2), with examples for the OpenAPI docs at /docs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from movierec.db.schema import is_valid_rating
+
+#: Ids are stored in 32-bit INTEGER columns; anything larger could never exist.
+MAX_ID = 2**31 - 1
+
+UserId = Annotated[int, Field(strict=True, gt=0, le=MAX_ID, description="Positive user id.", examples=[196])]
+MovieId = Annotated[int, Field(strict=True, gt=0, le=MAX_ID, description="Positive movie id.", examples=[242])]
+
+
+class PredictRequest(BaseModel):
+    """One (user, movie) pair to predict."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"user_id": 196, "movie_id": 242}]})
+
+    user_id: UserId
+    movie_id: MovieId
+
+
+class Prediction(BaseModel):
+    """A predicted rating on the 0.5..5 scale."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"user_id": 196, "movie_id": 242, "rating": 3.87, "model_version": 3, "personalized": True}]})
+
+    user_id: int
+    movie_id: int
+    rating: float = Field(ge=0.5, le=5.0)
+    model_version: int
+    personalized: bool = Field(description="False when nothing is known about the user (global + movie bias).")
+
+
+class MovieItem(BaseModel):
+    """A movie in a ranked list, with its ranking score."""
+
+    movie_id: int
+    title: str | None
+    year: int | None
+    genres: list[str]
+    score: float = Field(description="Ranking score: higher is better; comparable only within one list.")
+    ratings_count: int | None = Field(None, description="Number of ratings (popularity lists only).")
+
+
+_ITEM_EXAMPLE = {"movie_id": 50, "title": "Star Wars", "year": 1977, "genres": ["Action", "Sci-Fi"], "score": 2.31}
+
+
+class Recommendation(BaseModel):
+    """Top movies for a user that they have not rated."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"user_id": 196, "model_version": 3, "personalized": True, "source": "model", "items": [_ITEM_EXAMPLE]}]})
+
+    user_id: int
+    model_version: int | None
+    personalized: bool
+    source: Literal["model", "fold_in", "popularity"] = Field(
+        description="model: trained factors; fold_in: factors solved from the user's current ratings; "
+                    "popularity: nothing known about the user.")
+    items: list[MovieItem]
+
+
+class SimilarMovies(BaseModel):
+    """Movies nearest to one movie by cosine similarity of the learned factors."""
+
+    movie_id: int
+    model_version: int
+    items: list[MovieItem]
+
+
+class PopularMovies(BaseModel):
+    """Most popular movies (damped mean rating), for anonymous visitors."""
+
+    items: list[MovieItem]
+
+
+class RatingIn(BaseModel):
+    """A rating to store. ``rated_at`` defaults to now (Unix seconds)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"user_id": 944, "movie_id": 50, "rating": 4.5}, {"user_id": 944, "movie_id": 181, "rating": 4, "rated_at": 893286638}]})
+
+    user_id: UserId
+    movie_id: MovieId
+    rating: float = Field(description="Stars from 0.5 to 5 in steps of 0.5.", examples=[4.5])
+    rated_at: int | None = Field(None, ge=0, le=2**62, description="Unix epoch seconds; default: now.")
+
+    @field_validator("rating", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("rating must be a number")
+        return value
+
+    @field_validator("rating")
+    @classmethod
+    def _half_stars(cls, value: float) -> float:
+        if not is_valid_rating(value):
+            raise ValueError("rating must be one of 0.5, 1.0, ..., 5.0")
+        return value
+
+
+class RatingOut(BaseModel):
+    """A stored rating."""
+
+    user_id: int
+    movie_id: int
+    rating: float
+    rated_at: int
+
+
+class Movie(BaseModel):
+    """A catalogue entry."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"movie_id": 1, "title": "Toy Story", "year": 1995, "genres": ["Animation", "Children's", "Comedy"]}]})
+
+    movie_id: int
+    title: str
+    year: int | None
+    genres: list[str]
+
+
+class MovieDetail(Movie):
+    """A catalogue entry with its rating statistics and whether the current model knows it."""
+
+    ratings_count: int
+    mean_rating: float | None
+    in_model: bool
+
+
+class MoviePage(BaseModel):
+    """One page of a catalogue search."""
+
+    total: int
+    limit: int
+    offset: int
+    items: list[Movie]
+
+
+class ModelInfo(BaseModel):
+    """The model being served."""
+
+    version: int
+    kind: str
+    factors: int
+    created_at: str | None
+    counts: dict[str, Any]
+    metrics: dict[str, Any] | None = Field(description="Evaluation metrics recorded by the trainer.")
+    data_snapshot: dict[str, Any] | None
+    files: list[str] = Field(description="Report images, served at /model/files/{name}.")
+
+
+class ReloadResponse(BaseModel):
+    """Outcome of POST /admin/reload."""
+
+    version: int | None
+    previous_version: int | None
+    changed: bool
+    error: str | None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    database: bool
+    model_version: int | None
+    reasons: list[str]

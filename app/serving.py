@@ -1,0 +1,403 @@
+"""Numpy scoring of one model version: ratings, rankings, similar movies and fold-in.
+
+Everything here follows the semantics defined in :mod:`movierec.store` (``dot`` and ``nn``
+models). A :class:`LoadedModel` is built once per version (maps, normalised factors and movie
+metadata precomputed) and is then read-only, so any number of request threads can share it and
+a reload only swaps one reference. Nothing here imports torch or the trainer.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from movierec.store import ModelArtifact
+
+#: The rating scale every answer is clipped to (MovieLens stars).
+RATING_MIN = 0.5
+RATING_MAX = 5.0
+
+#: Probabilities are clipped to [EPS, 1-EPS] before the logit so a 5-star rating at the top of
+#: ``y_range`` does not become an infinite target.
+_LOGIT_EPS = 1e-3
+
+#: Default noise variance of a rating on the logit scale, used to derive the fold-in ridge
+#: penalty from the model's own factor scale (lambda = noise / prior variance). Chosen on
+#: held-out MovieLens users (see bench/foldin.py); a manifest ``foldin_l2`` overrides it.
+DEFAULT_FOLDIN_NOISE_VAR = 0.5
+
+_PNG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.png$")
+
+Source = Literal["model", "fold_in", "baseline"]
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Movie metadata from the database, sorted by id (what the model rows are aligned with)."""
+
+    ids: np.ndarray  # (c,) int64, strictly increasing
+    titles: Sequence[str]
+    years: Sequence[int | None]
+    genres: Sequence[str]  # pipe-separated, as stored
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[int, str, int | None, str | None]]) -> Catalogue:
+        """Build from ``(id, title, year, genres)`` rows in any order."""
+        ordered = sorted(rows, key=lambda row: row[0])
+        return cls(
+            ids=np.fromiter((r[0] for r in ordered), dtype=np.int64, count=len(ordered)),
+            titles=[r[1] for r in ordered],
+            years=[r[2] for r in ordered],
+            genres=[r[3] or "" for r in ordered],
+        )
+
+    @classmethod
+    def empty(cls) -> Catalogue:
+        return cls(ids=np.zeros(0, dtype=np.int64), titles=[], years=[], genres=[])
+
+
+@dataclass(frozen=True)
+class UserVector:
+    """A user's representation for scoring: factors, bias and where they came from."""
+
+    vec: np.ndarray  # (k,) float32
+    bias: float
+    source: Source
+
+    @property
+    def personalized(self) -> bool:
+        """False for the baseline (no information about the user)."""
+        return self.source != "baseline"
+
+
+def split_genres(genres: str) -> list[str]:
+    """``"Comedy|Drama"`` -> ``["Comedy", "Drama"]`` (empty parts dropped)."""
+    return [g for g in genres.split("|") if g]
+
+
+def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row of each id in ``sorted_ids`` and whether it was found (rows of misses are 0)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if sorted_ids.size == 0:
+        return np.zeros(ids.shape, dtype=np.intp), np.zeros(ids.shape, dtype=bool)
+    rows = np.searchsorted(sorted_ids, ids)
+    rows = np.minimum(rows, sorted_ids.size - 1)
+    found = sorted_ids[rows] == ids
+    return np.where(found, rows, 0), found
+
+
+def _rating_scale(manifest: dict[str, Any]) -> tuple[float, float]:
+    """The clip range: the manifest's ``rating_scale`` intersected with 0.5..5."""
+    scale = manifest.get("rating_scale")
+    lo, hi = RATING_MIN, RATING_MAX
+    if isinstance(scale, (list, tuple)) and len(scale) >= 2:
+        lo, hi = float(scale[0]), float(scale[1])
+    elif isinstance(scale, dict) and "min" in scale and "max" in scale:
+        lo, hi = float(scale["min"]), float(scale["max"])
+    lo, hi = max(lo, RATING_MIN), min(hi, RATING_MAX)
+    if not lo < hi:
+        lo, hi = RATING_MIN, RATING_MAX
+    return lo, hi
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # Split by sign so large |x| never overflows exp().
+    out = np.empty_like(x, dtype=np.float64)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+class LoadedModel:
+    """A validated model version prepared for serving. Immutable after construction."""
+
+    def __init__(self, artifact: ModelArtifact, catalogue: Catalogue | None = None) -> None:
+        t, manifest = artifact.tensors, artifact.manifest
+        self.version: int = artifact.version
+        self.path = artifact.path
+        self.manifest: dict[str, Any] = manifest
+        self.kind: str = artifact.kind
+        self.user_ids: np.ndarray = np.asarray(t["user_ids"], dtype=np.int64)
+        self.movie_ids: np.ndarray = np.asarray(t["movie_ids"], dtype=np.int64)
+        self.user_factors: np.ndarray = np.asarray(t["user_factors"], dtype=np.float32)
+        self.movie_factors: np.ndarray = np.asarray(t["movie_factors"], dtype=np.float32)
+        self.user_bias: np.ndarray = np.asarray(t["user_bias"], dtype=np.float32)
+        self.movie_bias: np.ndarray = np.asarray(t["movie_bias"], dtype=np.float32)
+        rank_bias = t.get("rank_bias")
+        # The movie term of the ranking score (store.py): rank_bias when present, else movie_bias.
+        self.rank_term: np.ndarray = np.asarray(rank_bias if rank_bias is not None else t["movie_bias"],
+                                                dtype=np.float32)
+        self.k: int = int(self.user_factors.shape[1])
+        self.global_bias: float = float(manifest["global_bias"])
+        self.y_lo, self.y_hi = (float(v) for v in manifest["y_range"])
+        self.clip_lo, self.clip_hi = _rating_scale(manifest)
+        snapshot = manifest.get("data_snapshot") or {}
+        max_rated_at = snapshot.get("max_rated_at") if isinstance(snapshot, dict) else None
+        self.snapshot_max_rated_at: int | None = int(max_rated_at) if max_rated_at is not None else None
+
+        # nn: layers in numeric order; the first layer is split into its user and movie halves so
+        # the movie half can be precomputed for the whole catalogue once per version.
+        self.layers: list[tuple[np.ndarray, np.ndarray]] = []
+        if self.kind == "nn":
+            indices = sorted({int(name.split(".")[1]) for name in t if name.startswith("mlp.")})
+            for i in indices:
+                self.layers.append((np.asarray(t[f"mlp.{i}.weight"], dtype=np.float32),
+                                    np.asarray(t[f"mlp.{i}.bias"], dtype=np.float32)))
+            w1 = self.layers[0][0]
+            if w1.shape[1] != 2 * self.k or self.layers[-1][0].shape[0] != 1:
+                raise ValueError(f"nn layer shapes {[w.shape for w, _ in self.layers]} do not fit k={self.k}")
+            self._w1_user = np.ascontiguousarray(w1[:, : self.k])
+            self._movie_h1 = self.movie_factors @ w1[:, self.k:].T  # (m, h1)
+
+        # Cosine similarity between movies: normalise once.
+        norms = np.linalg.norm(self.movie_factors, axis=1, keepdims=True)
+        self.movie_unit: np.ndarray = self.movie_factors / np.maximum(norms, 1e-12)
+
+        # Ridge penalties for fold-in (see fold_in), from the manifest or the model's own scale.
+        self.foldin_l2, self.foldin_l2_bias = self._foldin_penalties()
+        self._mean_user = self.user_factors.mean(axis=0) if len(self.user_ids) else np.zeros(self.k, np.float32)
+
+        self._attach_catalogue(catalogue or Catalogue.empty())
+        for array in (self.user_factors, self.movie_factors, self.movie_unit, self.rank_term, self.in_catalogue):
+            array.setflags(write=False)
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def _foldin_penalties(self) -> tuple[float, float]:
+        given = self.manifest.get("foldin_l2")
+        if isinstance(given, (int, float)) and math.isfinite(given) and given > 0:
+            return float(given), float(given)
+        # MAP estimate with a Gaussian prior matching the trained users: lambda = noise / prior var.
+        var_u = float(np.mean(self.user_factors.astype(np.float64) ** 2)) if self.user_factors.size else 0.0
+        var_b = float(np.mean(self.user_bias.astype(np.float64) ** 2)) if self.user_bias.size else 0.0
+        lam = DEFAULT_FOLDIN_NOISE_VAR / max(var_u, 1e-6)
+        lam_b = DEFAULT_FOLDIN_NOISE_VAR / max(var_b, 1e-6)
+        return float(np.clip(lam, 1e-3, 1e6)), float(np.clip(lam_b, 1e-3, 1e6))
+
+    def _attach_catalogue(self, catalogue: Catalogue) -> None:
+        """Align movie metadata with model rows; movies the database lacks are never recommended."""
+        m = len(self.movie_ids)
+        pos, found = _lookup(catalogue.ids, self.movie_ids)
+        self.in_catalogue: np.ndarray = found
+        titles: list[str | None] = [None] * m
+        years = np.full(m, np.nan)
+        genres: list[list[str]] = [[] for _ in range(m)]
+        genre_rows: dict[str, list[int]] = {}
+        for row in np.flatnonzero(found):
+            c = int(pos[row])
+            titles[row] = catalogue.titles[c]
+            year = catalogue.years[c]
+            if year is not None:
+                years[row] = year
+            genres[row] = split_genres(catalogue.genres[c])
+            for genre in genres[row]:
+                genre_rows.setdefault(genre.lower(), []).append(int(row))
+        self.titles, self.years, self.genres = titles, years, genres
+        self.genre_masks: dict[str, np.ndarray] = {}
+        for genre, rows in genre_rows.items():
+            mask = np.zeros(m, dtype=bool)
+            mask[rows] = True
+            mask.setflags(write=False)
+            self.genre_masks[genre] = mask
+
+    # -- lookups ---------------------------------------------------------------------------------
+
+    def user_rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model rows of user ids and a found mask."""
+        return _lookup(self.user_ids, ids)
+
+    def movie_rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model rows of movie ids and a found mask."""
+        return _lookup(self.movie_ids, ids)
+
+    def user_row(self, user_id: int) -> int | None:
+        rows, found = _lookup(self.user_ids, np.array([user_id]))
+        return int(rows[0]) if found[0] else None
+
+    def movie_row(self, movie_id: int) -> int | None:
+        rows, found = _lookup(self.movie_ids, np.array([movie_id]))
+        return int(rows[0]) if found[0] else None
+
+    def trained_user(self, row: int) -> UserVector:
+        return UserVector(self.user_factors[row], float(self.user_bias[row]), "model")
+
+    def baseline_user(self) -> UserVector:
+        """No information: dot -> zero factors and bias (global + movie bias); nn -> the mean user."""
+        if self.kind == "nn":
+            return UserVector(self._mean_user.astype(np.float32), 0.0, "baseline")
+        return UserVector(np.zeros(self.k, dtype=np.float32), 0.0, "baseline")
+
+    # -- ratings ---------------------------------------------------------------------------------
+
+    def _to_rating(self, logit: np.ndarray) -> np.ndarray:
+        rating = self.y_lo + (self.y_hi - self.y_lo) * _sigmoid(logit.astype(np.float64))
+        return np.clip(rating, self.clip_lo, self.clip_hi)
+
+    def _nn_logit(self, h1: np.ndarray) -> np.ndarray:
+        """Finish the MLP from the first layer's pre-activation; returns the logit (without g)."""
+        x = h1
+        for w, b in self.layers[1:]:
+            x = np.maximum(x, 0.0) @ w.T + b
+        if len(self.layers) == 1:
+            return x[:, 0]
+        return x[:, 0]
+
+    def predict(self, user_vecs: np.ndarray, user_bias: np.ndarray, movie_rows: np.ndarray) -> np.ndarray:
+        """Predicted ratings for aligned arrays of user vectors (b, k), biases (b,) and movie rows (b,)."""
+        if self.kind == "dot":
+            logit = (np.einsum("ij,ij->i", user_vecs, self.movie_factors[movie_rows]) + user_bias
+                     + self.movie_bias[movie_rows] + self.global_bias)
+        else:
+            h1 = self._movie_h1[movie_rows] + user_vecs @ self._w1_user.T + self.layers[0][1]
+            logit = self._nn_logit(h1) + self.global_bias
+        return self._to_rating(logit)
+
+    def predict_one(self, user: UserVector, movie_row: int) -> float:
+        return float(self.predict(user.vec[None, :], np.array([user.bias]), np.array([movie_row]))[0])
+
+    # -- ranking ---------------------------------------------------------------------------------
+
+    def rank_scores(self, user: UserVector) -> np.ndarray:
+        """Ranking score of every movie for ``user`` (a fresh array the caller may modify)."""
+        if self.kind == "dot":
+            return self.movie_factors @ user.vec + self.rank_term
+        h1 = self._movie_h1 + (self._w1_user @ user.vec + self.layers[0][1])
+        return self._nn_logit(h1).astype(np.float32)
+
+    def allowed_mask(self, genre: str | None = None, min_year: int | None = None) -> np.ndarray:
+        """Movies that may be shown: in the catalogue and matching the optional filters."""
+        mask = self.in_catalogue.copy()
+        if genre:
+            genre_mask = self.genre_masks.get(genre.strip().lower())
+            if genre_mask is None:
+                return np.zeros_like(mask)
+            mask &= genre_mask
+        if min_year is not None:
+            with np.errstate(invalid="ignore"):
+                mask &= self.years >= min_year
+        return mask
+
+    def top_n(self, scores: np.ndarray, n: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the ``n`` best allowed scores, best first, with their scores.
+
+        ``np.argpartition`` selects the top n in O(m); only those n are then sorted.
+        """
+        candidates = np.flatnonzero(allowed)
+        if candidates.size == 0 or n <= 0:
+            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
+        sub = scores[candidates]
+        if candidates.size > n:
+            part = np.argpartition(-sub, n - 1)[:n]
+        else:
+            part = np.arange(candidates.size)
+        order = part[np.argsort(-sub[part], kind="stable")]
+        return candidates[order], sub[order]
+
+    def similar(self, row: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` movies closest to ``row`` by cosine of the learned factors (itself excluded)."""
+        scores = self.movie_unit @ self.movie_unit[row]
+        allowed = self.in_catalogue.copy()
+        allowed[row] = False
+        return self.top_n(scores, n, allowed)
+
+    def items(self, rows: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
+        """Response items for model rows."""
+        out = []
+        for row, score in zip(rows.tolist(), scores.tolist(), strict=True):
+            year = self.years[row]
+            out.append({
+                "movie_id": int(self.movie_ids[row]), "title": self.titles[row],
+                "year": None if math.isnan(year) else int(year), "genres": self.genres[row],
+                "score": float(score),
+            })
+        return out
+
+    # -- fold-in ---------------------------------------------------------------------------------
+
+    def rating_logit_targets(self, ratings: np.ndarray) -> np.ndarray:
+        """Ratings mapped onto the logit scale of the model's sigmoid, minus the global bias."""
+        p = (np.asarray(ratings, dtype=np.float64) - self.y_lo) / (self.y_hi - self.y_lo)
+        p = np.clip(p, _LOGIT_EPS, 1 - _LOGIT_EPS)
+        return np.log(p / (1 - p)) - self.global_bias
+
+    def fold_in(self, movie_rows: np.ndarray, ratings: np.ndarray) -> UserVector:
+        """Factors and bias of a user from their ratings, with the movie side frozen.
+
+        dot: ridge regression on the logit scale, ``(A^T A + diag(l,..,l,l_b)) [u; b_u] = A^T y`` with
+        ``A = [movie_factors[rated], 1]`` and ``y = logit((r-lo)/(hi-lo)) - g - b_m`` -- the exact
+        MAP estimate under the model's own link function with Gaussian priors. A (k+1)^2 solve:
+        well under a millisecond for k=50.
+        nn: the same objective is not linear in u, so a few hundred Adam steps (numpy backprop
+        through the MLP) starting from the mean user, penalised towards it.
+        """
+        movie_rows = np.asarray(movie_rows, dtype=np.intp)
+        if movie_rows.size == 0:
+            return self.baseline_user()
+        y = self.rating_logit_targets(ratings)
+        if self.kind == "dot":
+            y = y - self.movie_bias[movie_rows]
+            a = np.empty((movie_rows.size, self.k + 1), dtype=np.float64)
+            a[:, : self.k] = self.movie_factors[movie_rows]
+            a[:, self.k] = 1.0
+            gram = a.T @ a
+            gram[np.diag_indices(self.k)] += self.foldin_l2
+            gram[self.k, self.k] += self.foldin_l2_bias
+            x = np.linalg.solve(gram, a.T @ y)
+            return UserVector(x[: self.k].astype(np.float32), float(x[self.k]), "fold_in")
+        return UserVector(self._fold_in_nn(movie_rows, y), 0.0, "fold_in")
+
+    def _fold_in_nn(self, movie_rows: np.ndarray, y: np.ndarray, steps: int = 200, lr: float = 0.05) -> np.ndarray:
+        prior = self._mean_user.astype(np.float64)
+        u = prior.copy()
+        lam = self.foldin_l2
+        base = self._movie_h1[movie_rows].astype(np.float64) + self.layers[0][1]
+        w_user = self._w1_user.astype(np.float64)
+        rest = [(w.astype(np.float64), b.astype(np.float64)) for w, b in self.layers[1:]]
+        m1 = np.zeros_like(u)
+        m2 = np.zeros_like(u)
+        for t in range(1, steps + 1):
+            pre = [base + w_user @ u]
+            x = pre[0]
+            for w, b in rest:
+                x = np.maximum(x, 0.0) @ w.T + b
+                pre.append(x)
+            out = pre[-1][:, 0]
+            grad_out = 2.0 * (out - y)[:, None]  # d loss / d last pre-activation
+            g = grad_out
+            for i in range(len(rest) - 1, -1, -1):
+                w, _ = rest[i]
+                g = (g @ w) * (pre[i] > 0)
+            grad_u = w_user.T @ g.sum(axis=0) + 2.0 * lam * (u - prior)
+            m1 = 0.9 * m1 + 0.1 * grad_u
+            m2 = 0.999 * m2 + 0.001 * grad_u**2
+            u -= lr * (m1 / (1 - 0.9**t)) / (np.sqrt(m2 / (1 - 0.999**t)) + 1e-8)
+        return u.astype(np.float32)
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def report_files(self) -> list[str]:
+        """Names of the report PNGs in this version's directory."""
+        try:
+            return sorted(p.name for p in self.path.iterdir()
+                          if p.is_file() and not p.is_symlink() and _PNG_NAME.match(p.name))
+        except OSError:
+            return []
+
+    def report_file(self, name: str) -> Any:
+        """Path of report PNG ``name``, or None if the name is invalid or absent (no traversal)."""
+        if not _PNG_NAME.match(name):
+            return None
+        path = self.path / name
+        try:
+            if path.is_symlink() or not path.is_file() or path.resolve().parent != self.path.resolve():
+                return None
+        except OSError:
+            return None
+        return path
