@@ -1,0 +1,127 @@
+"""``movierec train``: registered by ``movierec.cli`` as ``app.command("train")(train)``.
+
+Importing this module is cheap (typer only): torch, numpy-heavy modules and SQLAlchemy are
+imported inside :func:`train`, so the rest of the CLI starts fast.
+
+Exit codes: 0 published; 1 failure (bad data, store or database error); 2 no data;
+3 refused by the quality gate; 4 training diverged (NaN loss). Expected failures print one line
+``error: ...`` on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+class ModelKind(str, Enum):
+    """The two model kinds of the store format."""
+
+    dot = "dot"
+    nn = "nn"
+
+
+def train(
+    model: Annotated[ModelKind, typer.Option("--model", help="dot: biased MF + BPR ranking; nn: embeddings + MLP.")] =
+    ModelKind.dot,
+    factors: Annotated[Optional[int], typer.Option(min=1, help="Latent factors (default per model).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of each fit (default per model).")] = None,
+    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Peak learning rate of the one-cycle schedule.")] = None,
+    wd: Annotated[Optional[float], typer.Option(min=0.0, help="L2 / weight decay.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Ratings per minibatch.")] = None,
+    bpr_weight: Annotated[Optional[float], typer.Option(min=0.0, help="Weight of the BPR ranking loss (0: off).")] =
+    None,
+    seed: Annotated[int, typer.Option(help="Training seed: same seed + same data -> identical model.")] = 42,
+    force: Annotated[bool, typer.Option("--force", help="Publish even if the quality gate refuses.")] = False,
+    tolerance: Annotated[Optional[float], typer.Option(min=0.0, help="Gate tolerance, relative (0.03 = 3 %).")] =
+    None,
+    source: Annotated[Optional[Path], typer.Option(
+        help="Train from a MovieLens directory or u.data file instead of the database.")] = None,
+    store: Annotated[Optional[Path], typer.Option(help="Model store (default MOVIEREC_MODEL_STORE).")] = None,
+) -> None:
+    """Train a model on all ratings, evaluate it against baselines, and publish it if it passes the gate."""
+    from trainer import TrainerError
+
+    try:
+        _run(model.value, factors, epochs, lr, wd, batch_size, bpr_weight, seed, force, tolerance, source, store)
+    except TrainerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, wd: float | None,
+         batch_size: int | None, bpr_weight: float | None, seed: int, force: bool, tolerance: float | None,
+         source: Path | None, store_path: Path | None) -> None:
+    from movierec.settings import get_settings
+    from movierec.store import ModelStore
+    from trainer.data import load_db, load_files
+    from trainer.fit import defaults_for
+    from trainer.gate import DEFAULT_TOLERANCE
+    from trainer.pipeline import train_and_publish
+
+    settings = get_settings()
+    params = defaults_for(kind)
+    for name, value in (("factors", factors), ("epochs", epochs), ("lr", lr), ("wd", wd),
+                        ("batch_size", batch_size), ("bpr_weight", bpr_weight)):
+        if value is not None:
+            setattr(params, name, value)
+    params.seed = seed
+    store = ModelStore(store_path or settings.model_store)
+    if source is not None:
+        def load():  # type: ignore[no-untyped-def]
+            return load_files(source)
+        where = str(source)
+    else:
+        def load():  # type: ignore[no-untyped-def]
+            return load_db(settings.database_url)
+        where = "database"
+    with _reporter() as (progress, log):
+        result = train_and_publish(load, store, params, force=force,
+                                   tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
+                                   keep=settings.keep_versions, progress=progress, log=log, source=where)
+    m = result.manifest["metrics"]
+    typer.echo(f"published version {result.version} to {store.root} "
+               f"(rmse {m.get('rmse', float('nan')):.4f}, ndcg@10 {m.get('ndcg@10', float('nan')):.4f}, "
+               f"{result.seconds:.1f}s)")
+
+
+class _reporter:
+    """A rich progress bar on a terminal, plain log lines on stderr otherwise."""
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        self.task = None
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                console=Console(stderr=True))
+            self.bar.__enter__()
+        return self.progress, self.log
+
+    def __exit__(self, *exc) -> None:  # type: ignore[no-untyped-def]
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def log(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(message)
+            self.task = None  # next epoch starts a new bar for the next fit
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def progress(self, epoch: int, epochs: int, loss: float, valid: float | None) -> None:
+        info = f"loss {loss:.4f}" + (f"  valid rmse {valid:.4f}" if valid is not None else "")
+        if self.bar is None:
+            print(f"  epoch {epoch}/{epochs}  {info}", file=sys.stderr, flush=True)
+            return
+        if self.task is None or epoch == 1:
+            self.task = self.bar.add_task("epoch", total=epochs, info="")
+        self.bar.update(self.task, completed=epoch, info=info)

@@ -1,0 +1,316 @@
+"""Training loops.
+
+``dot`` uses a hand-fused loop: the forward pass, the gradient of the loss with respect to the
+gathered rows (written out by hand, see :func:`_dot_step`) and a *row-sparse* Adam update of only
+the rows a batch touched. Why:
+
+* autograd on embedding lookups costs a dense gradient the size of each table per step (or a
+  sparse tensor that then has to be coalesced), and dense Adam/AdamW then reads and writes every
+  row of every table each step. With 25M ratings (~160K users, ~60K movies) that dense work
+  dominates and is proportional to table size, not batch size;
+* the hand-written gradient is a handful of fused vector ops per batch and the update
+  (``torch.unique`` + ``index_add_`` + gathered Adam moments) costs O(batch x factors).
+
+The loss is ``MSE(rating) + bpr_weight * BPR``: BPR (Rendle et al. 2009) compares each training
+rating's movie i with a uniformly sampled movie j for the same user through
+``x = u·(m_i - m_j) + rank_bias[i] - rank_bias[j]`` and minimises ``softplus(-x)``. The
+embeddings are shared between both terms, so the ranking uses the learned factors; the
+per-movie ``rank_bias`` absorbs how often a movie is watched, which ``movie_bias`` (how well it
+is rated) must not. Sampling is vectorised and does not reject positives: with m movies and a
+user's ~1-5 % of them rated, the few sampled positives are noise BPR tolerates.
+
+Regularisation is L2 on the rows a sample touches, weighted per occurrence (the classic
+matrix-factorisation penalty): popular movies are pulled by many ratings and many penalties.
+The learning rate follows a one-cycle schedule (warm up 25 %, cosine down), as fastai does.
+
+``nn`` uses autograd with AdamW (its MLP is dense anyway) and the same loss with the logit as
+the ranking score.
+
+Determinism: all randomness (init, permutation, negatives) comes from one ``torch.Generator``
+seeded with the training seed; CPU ``index_add_`` and matrix products are deterministic for a
+fixed thread count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer import DivergedError
+from trainer.data import Ratings
+from trainer.metrics import rmse
+from trainer.models import DEFAULT_Y_RANGE, DotProductBias, EmbeddingNN, global_logit
+
+
+@dataclass
+class FitParams:
+    """Hyper-parameters of one training run (recorded in the manifest)."""
+
+    model: str = "dot"
+    factors: int = 64
+    epochs: int = 20
+    lr: float = 0.01
+    wd: float = 0.1
+    batch_size: int = 4096
+    bpr_weight: float = 2.0
+    seed: int = 42
+    y_range: tuple[float, float] = DEFAULT_Y_RANGE
+    hidden: tuple[int, ...] = (100,)
+    init_std: float = 0.01
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class History:
+    """Per-epoch training loss (MSE and BPR parts) and validation RMSE (when a validation set is given)."""
+
+    loss: list[float] = field(default_factory=list)
+    bpr: list[float] = field(default_factory=list)
+    valid_rmse: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return asdict(self)
+
+
+#: ``progress(epoch, n_epochs, loss, valid_rmse_or_None)`` called after every epoch.
+Progress = Callable[[int, int, float, float | None], None]
+
+
+def defaults_for(kind: str) -> FitParams:
+    """The default parameters of each model kind (what ``movierec train`` uses without options)."""
+    if kind == "dot":
+        return FitParams(model="dot")
+    if kind == "nn":
+        return FitParams(model="nn", factors=32, epochs=8, lr=0.003, wd=0.01, batch_size=1024, bpr_weight=0.5,
+                         hidden=(64,))
+    raise ValueError(f"unknown model kind {kind!r} (expected dot or nn)")
+
+
+def set_threads() -> None:
+    """Use every core (the loops are vector ops that scale with threads) unless MOVIEREC_TRAIN_THREADS says otherwise.
+
+    The override exists for shared machines: OpenMP threads competing with another busy process
+    for the same cores can be several times slower than fewer threads.
+    """
+    wanted = os.environ.get("MOVIEREC_TRAIN_THREADS", "")
+    torch.set_num_threads(int(wanted) if wanted.isdigit() and int(wanted) > 0 else max(1, os.cpu_count() or 1))
+
+
+def one_cycle(step: int, total: int, lr: float, warm: float = 0.25, div: float = 25.0, final_div: float = 1e4) -> float:
+    """fastai-style one-cycle: cosine from lr/div up to lr over ``warm`` of the steps, then cosine to lr/final_div."""
+    t = step / max(total - 1, 1)
+    if t < warm:
+        p = t / warm
+        start = lr / div
+        return start + (lr - start) * (1 - math.cos(math.pi * p)) / 2
+    p = (t - warm) / (1 - warm)
+    end = lr / final_div
+    return end + (lr - end) * (1 + math.cos(math.pi * p)) / 2
+
+
+def make_model(params: FitParams, n_users: int, n_movies: int, mean_rating: float,
+               generator: torch.Generator) -> DotProductBias | EmbeddingNN:
+    """A freshly initialised model of ``params.model`` kind."""
+    g = global_logit(mean_rating, params.y_range)
+    if params.model == "dot":
+        return DotProductBias(n_users, n_movies, params.factors, params.y_range, g, params.init_std, generator)
+    if params.model == "nn":
+        return EmbeddingNN(n_users, n_movies, params.factors, params.hidden, params.y_range, g,
+                           init_std=params.init_std, generator=generator)
+    raise ValueError(f"unknown model kind {params.model!r} (expected dot or nn)")
+
+
+def fit(train: Ratings, params: FitParams, valid: Ratings | None = None,
+        progress: Progress | None = None) -> tuple[DotProductBias | EmbeddingNN, History]:
+    """Train a model of ``params.model`` kind on ``train``; return it and its per-epoch history.
+
+    Raises DivergedError when the loss becomes NaN or infinite (nothing should be published).
+    """
+    set_threads()
+    gen = torch.Generator().manual_seed(params.seed)
+    mean = float(train.rating.mean()) if len(train) else 3.5
+    model = make_model(params, train.n_users, train.n_movies, mean, gen)
+    if params.model == "dot":
+        history = _fit_dot(model, train, params, valid, gen, progress)  # type: ignore[arg-type]
+    else:
+        history = _fit_nn(model, train, params, valid, gen, progress)  # type: ignore[arg-type]
+    return model, history
+
+
+class _SparseAdam:
+    """Adam on the rows of a table that a batch touched ("lazy Adam"), with per-occurrence L2.
+
+    Rows not in the batch keep their moments untouched, so a step costs O(rows touched), not
+    O(table). Duplicated indices are summed first (``unique`` + ``index_add_``), which is exact.
+    """
+
+    def __init__(self, table: torch.Tensor, betas: tuple[float, float] = (0.9, 0.99), eps: float = 1e-8) -> None:
+        self.table = table
+        self.m = torch.zeros_like(table)
+        self.v = torch.zeros_like(table)
+        self.b1, self.b2 = betas
+        self.eps = eps
+
+    def step(self, index: torch.Tensor, grad: torch.Tensor, lr: float, t: int) -> None:
+        rows, inverse = torch.unique(index, return_inverse=True)
+        g = torch.zeros((rows.shape[0], *grad.shape[1:]), dtype=grad.dtype).index_add_(0, inverse, grad)
+        m = self.m.index_select(0, rows).mul_(self.b1).add_(g, alpha=1 - self.b1)
+        v = self.v.index_select(0, rows).mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+        self.m.index_copy_(0, rows, m)
+        self.v.index_copy_(0, rows, v)
+        c1, c2 = 1 - self.b1 ** t, 1 - self.b2 ** t
+        update = m.div_(v.div_(c2).sqrt_().add_(self.eps)).mul_(lr / c1)
+        self.table.index_add_(0, rows, update, alpha=-1.0)
+
+
+@torch.no_grad()
+def _fit_dot(model: DotProductBias, train: Ratings, params: FitParams, valid: Ratings | None,
+             gen: torch.Generator, progress: Progress | None) -> History:
+    r = len(train)
+    users = torch.from_numpy(train.user)
+    movies = torch.from_numpy(train.movie)
+    ratings = torch.from_numpy(train.rating)
+    uf, mf = model.user_factors.data, model.movie_factors.data
+    ub, mb, rb = model.user_bias.data, model.movie_bias.data, model.rank_bias.data
+    opts = {name: _SparseAdam(t) for name, t in (("uf", uf), ("mf", mf), ("ub", ub), ("mb", mb), ("rb", rb))}
+    lo, hi = model.y_range
+    span, g0 = hi - lo, model.global_bias
+    bs = max(1, min(params.batch_size, r))
+    steps_per_epoch = math.ceil(r / bs)
+    total = steps_per_epoch * params.epochs
+    n_movies = train.n_movies
+    w, wd = params.bpr_weight, params.wd
+    history = History()
+    t = 0
+    for epoch in range(params.epochs):
+        start = time.perf_counter()
+        perm = torch.randperm(r, generator=gen)
+        # One gather per epoch, then contiguous slices: cheaper than gathering per batch.
+        eu, em, er = users[perm].long(), movies[perm].long(), ratings[perm]
+        negatives = torch.randint(0, n_movies, (r,), generator=gen) if w > 0 else None
+        loss_sum = bpr_sum = 0.0
+        for s in range(0, r, bs):
+            t += 1
+            lr = one_cycle(t - 1, total, params.lr)
+            u, m, y = eu[s:s + bs], em[s:s + bs], er[s:s + bs]
+            j = negatives[s:s + bs] if negatives is not None else None
+            sq, bp = _dot_step(u, m, y, j, uf, mf, ub, mb, rb, opts, lo, span, g0, w, wd, lr, t)
+            loss_sum += sq
+            bpr_sum += bp
+        loss = loss_sum / r
+        if not math.isfinite(loss) or not math.isfinite(bpr_sum):
+            raise DivergedError(f"training diverged in epoch {epoch + 1}: loss is {loss} (try a lower --lr)")
+        _record(history, model, valid, loss, bpr_sum / r, time.perf_counter() - start, epoch, params.epochs, progress)
+    return history
+
+
+def _dot_step(u: torch.Tensor, m: torch.Tensor, y: torch.Tensor, j: torch.Tensor | None,
+              uf: torch.Tensor, mf: torch.Tensor, ub: torch.Tensor, mb: torch.Tensor, rb: torch.Tensor,
+              opts: dict[str, _SparseAdam], lo: float, span: float, g0: float, w: float, wd: float,
+              lr: float, t: int) -> tuple[float, float]:
+    """One minibatch: forward, hand-derived gradients of the mean loss, sparse Adam updates.
+
+    MSE part, with ``p = lo + span * s(z)``, ``z = u·m + b_u + b_m + g``:
+    ``dL/dz = 2 (p - y) span s(z)(1 - s(z)) / B``; ``dz/du = m``, ``dz/dm = u``, ``dz/db = 1``.
+    BPR part, ``L = w softplus(-x)``, ``x = u·(m_i - m_j) + rb_i - rb_j``:
+    ``dL/dx = -w s(-x) / B``; ``dx/du = m_i - m_j``, ``dx/dm_i = u``, ``dx/dm_j = -u``.
+    L2: ``wd |row|^2`` per occurrence, gradient ``2 wd row / B``.
+    """
+    b = u.shape[0]
+    pu = uf.index_select(0, u)
+    pm = mf.index_select(0, m)
+    s = torch.sigmoid((pu * pm).sum(1).add_(ub.index_select(0, u)).add_(mb.index_select(0, m)).add_(g0))
+    err = s * span + (lo - y)
+    sq = float(err.dot(err))
+    dz = err.mul_(s * (1 - s)).mul_(2 * span / b)
+    reg = 2 * wd / b
+    gu = torch.addcmul(pu * reg, dz.unsqueeze(1), pm)
+    gm = torch.addcmul(pm * reg, dz.unsqueeze(1), pu)
+    opts["ub"].step(u, dz, lr, t)
+    bpr = 0.0
+    if j is not None:
+        pj = mf.index_select(0, j)
+        diff = pm - pj
+        x = (pu * diff).sum(1).add_(rb.index_select(0, m)).sub_(rb.index_select(0, j))
+        bpr = float(torch.nn.functional.softplus(-x).sum())
+        dx = torch.sigmoid(-x).mul_(-w / b)
+        gu.addcmul_(dx.unsqueeze(1), diff)
+        gm.addcmul_(dx.unsqueeze(1), pu)
+        gj = torch.addcmul(pj * reg, dx.unsqueeze(1), pu, value=-1.0)
+        opts["mf"].step(torch.cat([m, j]), torch.cat([gm, gj]), lr, t)
+        opts["rb"].step(torch.cat([m, j]), torch.cat([dx, -dx]), lr, t)
+    else:
+        opts["mf"].step(m, gm, lr, t)
+    opts["uf"].step(u, gu, lr, t)
+    opts["mb"].step(m, dz, lr, t)
+    return sq, bpr
+
+
+def _fit_nn(model: EmbeddingNN, train: Ratings, params: FitParams, valid: Ratings | None,
+            gen: torch.Generator, progress: Progress | None) -> History:
+    r = len(train)
+    users = torch.from_numpy(train.user)
+    movies = torch.from_numpy(train.movie)
+    ratings = torch.from_numpy(train.rating)
+    opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.wd, betas=(0.9, 0.99))
+    lo, hi = model.y_range
+    bs = max(1, min(params.batch_size, r))
+    total = math.ceil(r / bs) * params.epochs
+    w = params.bpr_weight
+    history = History()
+    t = 0
+    for epoch in range(params.epochs):
+        model.train()
+        start = time.perf_counter()
+        perm = torch.randperm(r, generator=gen)
+        eu, em, er = users[perm].long(), movies[perm].long(), ratings[perm]
+        negatives = torch.randint(0, train.n_movies, (r,), generator=gen) if w > 0 else None
+        loss_sum = bpr_sum = 0.0
+        for s in range(0, r, bs):
+            for group in opt.param_groups:
+                group["lr"] = one_cycle(t, total, params.lr)
+            t += 1
+            u, m, y = eu[s:s + bs], em[s:s + bs], er[s:s + bs]
+            pu = model.user_factors[u]
+            z = model.logit_from(pu, model.movie_factors[m])
+            pred = lo + (hi - lo) * torch.sigmoid(z + model.global_bias)
+            mse = torch.nn.functional.mse_loss(pred, y)
+            loss = mse
+            if negatives is not None:
+                zj = model.logit_from(pu, model.movie_factors[negatives[s:s + bs]])
+                bpr = torch.nn.functional.softplus(zj - z).mean()
+                loss = loss + w * bpr
+                bpr_sum += float(bpr.detach()) * len(u)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(mse.detach()) * len(u)
+        loss_value = loss_sum / r
+        if not math.isfinite(loss_value) or not math.isfinite(bpr_sum):
+            raise DivergedError(f"training diverged in epoch {epoch + 1}: loss is {loss_value} (try a lower --lr)")
+        _record(history, model, valid, loss_value, bpr_sum / r, time.perf_counter() - start, epoch, params.epochs,
+                progress)
+    return history
+
+
+def _record(history: History, model: DotProductBias | EmbeddingNN, valid: Ratings | None, loss: float, bpr: float,
+            seconds: float, epoch: int, epochs: int, progress: Progress | None) -> None:
+    history.loss.append(loss)
+    history.bpr.append(bpr)
+    history.seconds.append(seconds)
+    v = None
+    if valid is not None and len(valid):
+        v = rmse(model.predict(valid.user, valid.movie), valid.rating)
+        history.valid_rmse.append(v)
+    if progress is not None:
+        progress(epoch + 1, epochs, loss, v)

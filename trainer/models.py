@@ -1,0 +1,169 @@
+"""The two model kinds as torch modules, and their export to the model-store tensors.
+
+* :class:`DotProductBias` (``dot``): fastai's ``DotProductBias`` -- user and movie embeddings and
+  biases, ``rating = lo + (hi - lo) * sigmoid(u·m + b_u + b_m + g)`` -- plus a ``rank_bias`` per
+  movie learned by the ranking (BPR) part of the loss, so that the ranking score is
+  ``u·m + rank_bias[m]`` (see ``movierec.store``).
+* :class:`EmbeddingNN` (``nn``): fastai's ``EmbeddingNN`` -- ``concat(u, m)`` through an MLP with
+  ReLU, ``rating = lo + (hi - lo) * sigmoid(logit + g)``; the ranking score is the logit.
+
+``g`` (``global_bias``) is a fixed offset, the logit of the mean training rating in ``y_range``,
+so that a freshly initialised model already predicts the mean and biases start at zero.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+DEFAULT_Y_RANGE = (0.0, 5.5)
+RATING_SCALE = (0.5, 5.0)
+
+
+def global_logit(mean: float, y_range: tuple[float, float]) -> float:
+    """The logit that makes ``lo + (hi - lo) * sigmoid(logit)`` equal ``mean``."""
+    lo, hi = y_range
+    p = min(max((mean - lo) / (hi - lo), 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+class DotProductBias(nn.Module):
+    """Biased matrix factorisation with a sigmoid-scaled output and a separate ranking bias."""
+
+    kind = "dot"
+
+    def __init__(self, n_users: int, n_movies: int, factors: int, y_range: tuple[float, float] = DEFAULT_Y_RANGE,
+                 global_bias: float = 0.0, init_std: float = 0.01, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.y_range = (float(y_range[0]), float(y_range[1]))
+        self.global_bias = float(global_bias)
+        self.user_factors = nn.Parameter(torch.randn(n_users, factors, generator=generator) * init_std)
+        self.movie_factors = nn.Parameter(torch.randn(n_movies, factors, generator=generator) * init_std)
+        self.user_bias = nn.Parameter(torch.zeros(n_users))
+        self.movie_bias = nn.Parameter(torch.zeros(n_movies))
+        self.rank_bias = nn.Parameter(torch.zeros(n_movies))
+
+    @property
+    def factors(self) -> int:
+        return int(self.user_factors.shape[1])
+
+    def logit(self, user: torch.Tensor, movie: torch.Tensor) -> torch.Tensor:
+        dot = (self.user_factors[user] * self.movie_factors[movie]).sum(1)
+        return dot + self.user_bias[user] + self.movie_bias[movie] + self.global_bias
+
+    def forward(self, user: torch.Tensor, movie: torch.Tensor) -> torch.Tensor:
+        """Predicted ratings (not clipped; :meth:`predict` clips to the rating scale)."""
+        lo, hi = self.y_range
+        return lo + (hi - lo) * torch.sigmoid(self.logit(user, movie))
+
+    @torch.no_grad()
+    def predict(self, user: np.ndarray, movie: np.ndarray, batch: int = 1 << 20) -> np.ndarray:
+        """Ratings clipped to the rating scale, as the API computes them."""
+        out = np.empty(len(user), dtype=np.float32)
+        for s in range(0, len(user), batch):
+            u = torch.from_numpy(np.asarray(user[s:s + batch], dtype=np.int64))
+            m = torch.from_numpy(np.asarray(movie[s:s + batch], dtype=np.int64))
+            out[s:s + batch] = self(u, m).clamp(*RATING_SCALE).numpy()
+        return out
+
+    @torch.no_grad()
+    def rank_scores(self, users: np.ndarray) -> np.ndarray:
+        """``u·m + rank_bias[m]`` for every movie: (len(users), n_movies)."""
+        u = self.user_factors[torch.from_numpy(np.asarray(users, dtype=np.int64))]
+        return torch.addmm(self.rank_bias.unsqueeze(0), u, self.movie_factors.t()).numpy()
+
+    def export(self) -> dict[str, np.ndarray]:
+        """Store tensors (without the id maps), float32 contiguous."""
+        return {
+            "user_factors": _np(self.user_factors), "movie_factors": _np(self.movie_factors),
+            "user_bias": _np(self.user_bias), "movie_bias": _np(self.movie_bias), "rank_bias": _np(self.rank_bias),
+        }
+
+
+class EmbeddingNN(nn.Module):
+    """Embeddings concatenated through an MLP; sigmoid-scaled output."""
+
+    kind = "nn"
+
+    def __init__(self, n_users: int, n_movies: int, factors: int, hidden: tuple[int, ...] = (100,),
+                 y_range: tuple[float, float] = DEFAULT_Y_RANGE, global_bias: float = 0.0, dropout: float = 0.0,
+                 init_std: float = 0.01, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.y_range = (float(y_range[0]), float(y_range[1]))
+        self.global_bias = float(global_bias)
+        self.user_factors = nn.Parameter(torch.randn(n_users, factors, generator=generator) * init_std)
+        self.movie_factors = nn.Parameter(torch.randn(n_movies, factors, generator=generator) * init_std)
+        sizes = [2 * factors, *hidden, 1]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        if generator is not None:  # deterministic init independent of the global RNG
+            for layer in self.layers:
+                bound = 1 / math.sqrt(layer.in_features)
+                with torch.no_grad():
+                    layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator) * 2 * bound - bound)
+                    layer.bias.copy_(torch.rand(layer.bias.shape, generator=generator) * 2 * bound - bound)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    @property
+    def factors(self) -> int:
+        return int(self.user_factors.shape[1])
+
+    def logit_from(self, u: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([u, m], dim=1)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = self.dropout(torch.relu(x))
+        return x.squeeze(1)
+
+    def logit(self, user: torch.Tensor, movie: torch.Tensor) -> torch.Tensor:
+        return self.logit_from(self.user_factors[user], self.movie_factors[movie])
+
+    def forward(self, user: torch.Tensor, movie: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.y_range
+        return lo + (hi - lo) * torch.sigmoid(self.logit(user, movie) + self.global_bias)
+
+    @torch.no_grad()
+    def predict(self, user: np.ndarray, movie: np.ndarray, batch: int = 1 << 18) -> np.ndarray:
+        self.eval()
+        out = np.empty(len(user), dtype=np.float32)
+        for s in range(0, len(user), batch):
+            u = torch.from_numpy(np.asarray(user[s:s + batch], dtype=np.int64))
+            m = torch.from_numpy(np.asarray(movie[s:s + batch], dtype=np.int64))
+            out[s:s + batch] = self(u, m).clamp(*RATING_SCALE).numpy()
+        return out
+
+    @torch.no_grad()
+    def rank_scores(self, users: np.ndarray) -> np.ndarray:
+        """The logit of every movie for each user: (len(users), n_movies)."""
+        self.eval()
+        u_idx = torch.from_numpy(np.asarray(users, dtype=np.int64))
+        n_m = self.movie_factors.shape[0]
+        u = self.user_factors[u_idx].repeat_interleave(n_m, dim=0)
+        m = self.movie_factors.repeat(len(u_idx), 1)
+        return self.logit_from(u, m).view(len(u_idx), n_m).numpy()
+
+    def export(self) -> dict[str, np.ndarray]:
+        """Store tensors: factors, zero biases (the store requires them), ``mlp.N.weight/bias``."""
+        out = {
+            "user_factors": _np(self.user_factors), "movie_factors": _np(self.movie_factors),
+            "user_bias": np.zeros(self.user_factors.shape[0], np.float32),
+            "movie_bias": np.zeros(self.movie_factors.shape[0], np.float32),
+        }
+        for i, layer in enumerate(self.layers):
+            out[f"mlp.{i}.weight"] = _np(layer.weight)
+            out[f"mlp.{i}.bias"] = _np(layer.bias)
+        return out
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy().astype(np.float32, copy=True))
+
+
+def store_tensors(model: DotProductBias | EmbeddingNN, user_ids: np.ndarray, movie_ids: np.ndarray) -> dict[str, Any]:
+    """Everything ``ModelStore.publish`` needs as tensors: exported weights plus the id maps."""
+    return {"user_ids": np.asarray(user_ids, np.int64), "movie_ids": np.asarray(movie_ids, np.int64),
+            **model.export()}

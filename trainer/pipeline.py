@@ -1,0 +1,148 @@
+"""load -> evaluate -> refit -> gate -> publish.
+
+1. Evaluation of the training procedure, with exactly the parameters of the final fit:
+   * random 10 % of the ratings held out (protocol seed ``split.SPLIT_SEED``): RMSE and MAE of a
+     model trained on the other 90 %, beside the bias baseline; its per-epoch curves go in the report;
+   * each user's latest 20 % held out: NDCG/Recall/HR@10 of a model trained on the rest, beside
+     popularity.
+2. Refit: the published model is trained from scratch on **all** ratings with the same parameters
+   and seed (manifest ``refit``), so that it knows every user and movie; its metrics are those of
+   step 1 (the procedure's held-out estimates).
+3. Quality gate (see ``trainer.gate``), then ``ModelStore.publish`` with the report PNGs. Nothing
+   is published if any step fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import movierec
+from movierec.store import ModelStore, StoreError
+from trainer import GateRefusedError, NoDataError, TrainerError
+from trainer.data import Ratings
+from trainer.fit import FitParams, Progress, fit
+from trainer.gate import DEFAULT_TOLERANCE, GateDecision, check
+from trainer.metrics import K, RELEVANT_AT, BiasBaseline, popularity_scores, ranking_metrics, rating_metrics
+from trainer.models import RATING_SCALE, store_tensors
+from trainer.report import report_writer
+from trainer.split import LATEST_TEST_FRACTION, RANDOM_TEST_FRACTION, SPLIT_SEED, latest_split, random_split
+
+#: Fewer ratings than this cannot be split into training and held-out parts meaningfully.
+MIN_RATINGS = 10
+REFIT = "all ratings: the published model is retrained from scratch on every rating with the same parameters " \
+        "and seed; metrics are held-out estimates from the evaluation fits"
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the manifest written (or that would have been) and the published version."""
+
+    manifest: dict[str, Any]
+    version: int | None
+    gate: GateDecision
+    seconds: float
+
+
+def evaluation_protocol() -> dict[str, Any]:
+    """The protocol constants; recorded in the manifest so that the gate only compares like with like."""
+    return {
+        "random": {"fraction": RANDOM_TEST_FRACTION, "seed": SPLIT_SEED},
+        "latest": {"fraction": LATEST_TEST_FRACTION, "per_user": True},
+        "k": K, "relevant_at": RELEVANT_AT,
+    }
+
+
+def evaluate(data: Ratings, params: FitParams, progress: Progress | None = None,
+             log: Log = lambda _m: None) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[float]]]:
+    """Held-out metrics, baseline metrics and the random-split run's curves."""
+    metrics: dict[str, Any] = {}
+    baselines: dict[str, Any] = {}
+    mask = random_split(data)
+    train, test = data.subset(~mask), data.subset(mask)
+    log(f"evaluation 1/2: random {RANDOM_TEST_FRACTION:.0%} held out ({len(test)} ratings)")
+    model, history = fit(train, params, valid=test, progress=progress)
+    if len(test):
+        metrics.update(rating_metrics(model.predict(test.user, test.movie), test.rating))
+        base = BiasBaseline().fit(train)
+        baselines.update({f"{k}": v for k, v in rating_metrics(base.predict(test.user, test.movie), test.rating).items()})
+        baselines["rating_baseline"] = "global mean + damped user and movie biases"
+    mask = latest_split(data)
+    train, test = data.subset(~mask), data.subset(mask)
+    log(f"evaluation 2/2: each user's latest {LATEST_TEST_FRACTION:.0%} held out ({len(test)} ratings)")
+    model, _ = fit(train, params, progress=progress)
+    if len(test):
+        ranking = ranking_metrics(train, test, model.rank_scores)
+        metrics.update({k: v for k, v in ranking.items() if k != "users"})
+        metrics["ranking_users"] = ranking["users"]
+        pop = popularity_scores(train)
+        popular = ranking_metrics(train, test, lambda users: np.broadcast_to(pop, (len(users), len(pop))))
+        baselines.update({k: v for k, v in popular.items() if k != "users"})
+        baselines["ranking_baseline"] = "popularity (number of training ratings)"
+    return metrics, baselines, history.to_dict()
+
+
+def train_and_publish(
+    load: Callable[[], Ratings], store: ModelStore, params: FitParams, *, force: bool = False,
+    tolerance: float = DEFAULT_TOLERANCE, keep: int | None = None, progress: Progress | None = None,
+    log: Log = lambda _m: None, source: str = "database",
+) -> TrainResult:
+    """The whole run. Raises a TrainerError subclass for every expected failure; the store is then unchanged."""
+    start = time.perf_counter()
+    data = load()
+    if len(data) < MIN_RATINGS:
+        raise NoDataError(f"only {len(data)} ratings: need at least {MIN_RATINGS} to train and evaluate")
+    log(f"data: {len(data)} ratings, {data.n_users} users, {data.n_movies} movies (from {source})")
+    metrics, baselines, history = evaluate(data, params, progress, log)
+    _log_metrics(log, metrics, baselines)
+    log("refit on all ratings")
+    model, refit_history = fit(data, params, progress=progress)
+    tensors = store_tensors(model, data.user_ids, data.movie_ids)
+    manifest: dict[str, Any] = {
+        "kind": params.model,
+        "factors": params.factors,
+        "y_range": list(params.y_range),
+        "rating_scale": list(RATING_SCALE),
+        "global_bias": model.global_bias,
+        "counts": {"users": data.n_users, "movies": data.n_movies, "ratings": len(data)},
+        "metrics": metrics,
+        "baseline_metrics": baselines,
+        "evaluation": evaluation_protocol(),
+        "params": params.to_dict(),
+        "data": data.snapshot(),
+        "source": source,
+        "code_version": movierec.__version__,
+        "refit": REFIT,
+        "history": {"evaluation": history, "refit": refit_history.to_dict()},
+    }
+    try:
+        current_version = store.current_version()
+        current = store.read_manifest(current_version) if current_version is not None else None
+    except StoreError as exc:  # a damaged current model cannot vouch for anything; say so and carry on
+        log(f"warning: cannot read the current model's manifest ({exc}); the gate has nothing to compare")
+        current = None
+    decision = check(manifest, current, tolerance)
+    manifest["gate"] = {**decision.to_dict(), "tolerance": tolerance, "forced": force and not decision.passed}
+    if not decision.passed and not force:
+        raise GateRefusedError(f"not published: {decision.reason} (use --force to publish anyway)")
+    log(("gate: " if decision.passed else "gate overridden by --force: ") + decision.reason)
+    counts = np.bincount(data.movie, minlength=data.n_movies)
+    writer = report_writer(history, tensors["movie_factors"], data.movie_ids, counts, data.titles)
+    manifest["seconds"] = round(time.perf_counter() - start, 2)
+    try:
+        version = store.publish(tensors, manifest, extra_files=writer, keep=keep)
+    except (OSError, StoreError) as exc:
+        raise TrainerError(f"publishing to {store.root} failed, store unchanged: {exc}") from exc
+    return TrainResult(manifest, version, decision, time.perf_counter() - start)
+
+
+def _log_metrics(log: Log, metrics: dict[str, Any], baselines: dict[str, Any]) -> None:
+    for name in ("rmse", "mae", f"ndcg@{K}", f"recall@{K}", f"hr@{K}"):
+        if name in metrics:
+            log(f"  {name:10s} {metrics[name]:.4f}   baseline {baselines.get(name, float('nan')):.4f}")
