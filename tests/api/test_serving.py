@@ -1,0 +1,161 @@
+"""The numpy scorer against the formulas of movierec.store, without HTTP or a database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.serving import Catalogue, LoadedModel
+from movierec.store import ModelStore
+
+from .helpers import manifest_for, random_dot_tensors
+
+
+def _load(tmp_path: Path, tensors: dict[str, np.ndarray], kind: str = "dot", **extra: object) -> LoadedModel:
+    store = ModelStore(tmp_path / "models")
+    version = store.publish(tensors, manifest_for(tensors, kind=kind, **extra))
+    rows = [(int(i), f"M{i}", 1990 + int(i) % 20, "Comedy" if i % 2 else "Drama") for i in tensors["movie_ids"]]
+    return LoadedModel(store.load(version), Catalogue.from_rows(rows))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def test_dot_prediction_matches_store_formula(tmp_path: Path) -> None:
+    t = random_dot_tensors(range(1, 11), range(1, 21), k=6, seed=3)
+    model = _load(tmp_path, t)
+    users, movies = np.array([0, 3, 9]), np.array([5, 0, 19])
+    logit = (t["user_factors"][users] * t["movie_factors"][movies]).sum(1) + t["user_bias"][users] \
+        + t["movie_bias"][movies] + 0.3
+    expected = np.clip(0 + 5.5 * _sigmoid(logit), 0.5, 5.0)
+    got = model.predict(t["user_factors"][users], t["user_bias"][users], movies)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_ranking_uses_rank_bias_and_top_n_is_the_full_sort(tmp_path: Path) -> None:
+    t = random_dot_tensors(range(1, 6), range(1, 201), k=4, seed=1)
+    model = _load(tmp_path, t)
+    user = model.trained_user(2)
+    scores = model.rank_scores(user)
+    np.testing.assert_allclose(scores, t["movie_factors"] @ t["user_factors"][2] + t["rank_bias"], rtol=1e-5)
+    allowed = model.allowed_mask()
+    allowed[[0, 5, 7]] = False
+    rows, top = model.top_n(scores, 10, allowed)
+    brute = [r for r in np.argsort(-scores) if allowed[r]][:10]
+    assert rows.tolist() == brute
+    assert np.all(np.diff(top) <= 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(scale=st.floats(0.0, 30.0), seed=st.integers(0, 10_000), g=st.floats(-20, 20))
+def test_predictions_always_on_the_rating_scale(tmp_path_factory: pytest.TempPathFactory, scale: float, seed: int,
+                                                g: float) -> None:
+    t = random_dot_tensors(range(1, 4), range(1, 6), k=3, seed=seed, scale=scale)
+    model = _load(tmp_path_factory.mktemp("m"), t, global_bias=g)
+    users = np.repeat(np.arange(3), 5)
+    movies = np.tile(np.arange(5), 3)
+    got = model.predict(t["user_factors"][users] * scale, t["user_bias"][users] * scale, movies)
+    assert np.all(np.isfinite(got)) and np.all(got >= 0.5) and np.all(got <= 5.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_fold_in_recovers_planted_factors(tmp_path_factory: pytest.TempPathFactory, seed: int) -> None:
+    """Noise-free ratings generated from planted (u, b_u) are solved back with a tiny penalty."""
+    k = 5
+    t = random_dot_tensors(range(1, 4), range(1, 41), k=k, seed=seed, scale=0.6)
+    model = _load(tmp_path_factory.mktemp("m"), t, foldin_l2=1e-6)
+    rng = np.random.default_rng(seed)
+    u, b = rng.normal(size=k) * 0.5, float(rng.normal() * 0.3)
+    rows = rng.choice(40, size=20, replace=False)
+    logit = t["movie_factors"][rows] @ u + b + t["movie_bias"][rows] + 0.3
+    ratings = 5.5 * _sigmoid(logit)  # continuous, inside (0, 5.5): the logit inverts exactly
+    solved = model.fold_in(rows, ratings)
+    np.testing.assert_allclose(solved.vec, u, atol=1e-3)
+    assert solved.bias == pytest.approx(b, abs=1e-3)
+    assert solved.source == "fold_in"
+
+
+def test_default_fold_in_penalty_comes_from_the_model_scale(tmp_path: Path) -> None:
+    small = _load(tmp_path / "a", random_dot_tensors(range(1, 50), range(1, 9), scale=0.1))
+    large = _load(tmp_path / "b", random_dot_tensors(range(1, 50), range(1, 9), scale=1.0))
+    assert small.foldin_l2 > 10 * large.foldin_l2  # tighter prior for smaller user factors
+
+
+def test_similar_is_cosine_nearest_excluding_itself(tmp_path: Path) -> None:
+    t = random_dot_tensors(range(1, 3), range(1, 51), k=6, seed=9)
+    model = _load(tmp_path, t)
+    rows, scores = model.similar(7, 5)
+    f = t["movie_factors"]
+    cos = f @ f[7] / (np.linalg.norm(f, axis=1) * np.linalg.norm(f[7]))
+    cos[7] = -np.inf
+    assert rows.tolist() == np.argsort(-cos)[:5].tolist()
+    np.testing.assert_allclose(scores, cos[rows], rtol=1e-5)
+
+
+def test_filters_and_catalogue_alignment(tmp_path: Path) -> None:
+    t = random_dot_tensors(range(1, 3), range(1, 11), k=2)
+    store = ModelStore(tmp_path / "models")
+    version = store.publish(t, manifest_for(t))
+    # Movie 10 is missing from the database: never recommendable.
+    rows = [(i, f"M{i}", 1990 + i, "Comedy|Drama" if i % 2 else "Drama") for i in range(1, 10)]
+    model = LoadedModel(store.load(version), Catalogue.from_rows(rows))
+    assert not model.in_catalogue[9] and model.in_catalogue[:9].all()
+    comedy = model.allowed_mask(genre="comedy")
+    assert np.flatnonzero(comedy).tolist() == [0, 2, 4, 6, 8]
+    assert np.flatnonzero(model.allowed_mask(min_year=1997)).tolist() == [6, 7, 8]
+    assert not model.allowed_mask(genre="Western").any()
+
+
+def _nn_tensors(k: int = 4, hidden: int = 6, seed: int = 0, scale: float = 1.0) -> dict[str, np.ndarray]:
+    t = random_dot_tensors(range(1, 6), range(1, 21), k=k, seed=seed, rank_bias=False, scale=scale)
+    rng = np.random.default_rng(seed + 1)
+    t["mlp.0.weight"] = (rng.normal(size=(hidden, 2 * k)) * scale).astype(np.float32)
+    t["mlp.0.bias"] = (rng.normal(size=hidden) * scale).astype(np.float32)
+    t["mlp.1.weight"] = (rng.normal(size=(1, hidden)) * scale).astype(np.float32)
+    t["mlp.1.bias"] = (rng.normal(size=1) * scale).astype(np.float32)
+    return t
+
+
+def test_nn_prediction_and_ranking_match_the_mlp(tmp_path: Path) -> None:
+    t = _nn_tensors()
+    model = _load(tmp_path, t, kind="nn")
+    x = np.concatenate([t["user_factors"][[1, 1, 4]], t["movie_factors"][[0, 3, 19]]], axis=1)
+    h = np.maximum(x @ t["mlp.0.weight"].T + t["mlp.0.bias"], 0)
+    logit = (h @ t["mlp.1.weight"].T + t["mlp.1.bias"])[:, 0]
+    expected = np.clip(5.5 * _sigmoid(logit + 0.3), 0.5, 5.0)
+    got = model.predict(t["user_factors"][[1, 1, 4]], np.zeros(3), np.array([0, 3, 19]))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    scores = model.rank_scores(model.trained_user(1))
+    x_all = np.concatenate([np.repeat(t["user_factors"][[1]], 20, 0), t["movie_factors"]], axis=1)
+    h_all = np.maximum(x_all @ t["mlp.0.weight"].T + t["mlp.0.bias"], 0)
+    np.testing.assert_allclose(scores, (h_all @ t["mlp.1.weight"].T + t["mlp.1.bias"])[:, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_nn_fold_in_fits_the_ratings_better_than_the_mean_user(tmp_path: Path) -> None:
+    t = _nn_tensors(seed=4, k=4, hidden=8, scale=0.7)
+    model = _load(tmp_path, t, kind="nn", foldin_l2=1e-3)
+    rows = np.arange(12)
+    target_user = t["user_factors"][2]
+    ratings = model.predict(np.repeat(target_user[None], 12, 0), np.zeros(12), rows)
+    solved = model.fold_in(rows, ratings)
+    before = model.predict(np.repeat(model.baseline_user().vec[None], 12, 0), np.zeros(12), rows)
+    after = model.predict(np.repeat(solved.vec[None], 12, 0), np.zeros(12), rows)
+    assert np.abs(after - ratings).mean() < 0.5 * np.abs(before - ratings).mean()
+
+
+def test_report_file_names_are_checked(tmp_path: Path) -> None:
+    t = random_dot_tensors(range(1, 3), range(1, 4))
+    store = ModelStore(tmp_path / "models")
+    version = store.publish(t, manifest_for(t), extra_files=lambda d: (d / "loss.png").write_bytes(b"png"))
+    (tmp_path / "secret.png").write_bytes(b"secret")
+    model = LoadedModel(store.load(version))
+    assert model.report_files() == ["loss.png"]
+    assert model.report_file("loss.png") is not None
+    for bad in ("../secret.png", "..", "manifest.json", "model.safetensors", ".hidden.png", "a/b.png"):
+        assert model.report_file(bad) is None
