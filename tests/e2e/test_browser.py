@@ -1,0 +1,254 @@
+"""End to end: a person in Chromium uses the front end served at / against the real API.
+
+Each test opens its own browser context (fresh localStorage), so each new user is a new id.
+Screenshots land in test-artifacts/e2e/.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from . import catalogue
+from .conftest import API_KEY, PHONE, shot
+
+pytestmark = pytest.mark.slow
+
+SCI_FI_QUERIES = ["Star Wars", "Empire Strikes", "Terminator 2", "Aliens", "Blade Runner"]
+ACTIONISH = {"Sci-Fi", "Action", "Adventure", "War"}
+
+
+def expect():
+    from playwright.sync_api import expect as _expect
+
+    return _expect
+
+
+def ratings_of(server, user_id: int) -> list[dict]:
+    data = httpx.get(f"{server.url}/users/{user_id}/ratings", timeout=10).json()
+    return data if isinstance(data, list) else data.get("items") or data.get("ratings") or []
+
+
+def current_user(page) -> int:
+    expect()(page.locator("#current-user-id")).to_have_text(re.compile(r"^\d+$"))
+    return int(page.locator("#current-user-id").inner_text())
+
+
+def rec_ids(page) -> list[int]:
+    return [int(x) for x in page.locator("#recs-list > li.movie").evaluate_all("els => els.map(e => e.dataset.movieId)")]
+
+
+def search_and_rate(page, query: str, stars: str) -> str:
+    """Search ``query``, click ``stars`` on the first hit, wait for the recommendations to refresh."""
+    page.fill("#search-input", query)
+    page.press("#search-input", "Enter")
+    first = page.locator("#search-list > li.movie").first
+    expect()(first.locator(".title")).to_contain_text(query.split()[0])
+    title = first.locator(".title").inner_text()
+    first.locator(f'label.half[data-value="{stars}"]').click()
+    expect()(page.locator("#status")).to_contain_text(f"for {title}. Recommendations updated.")
+    return title
+
+
+def test_new_user_rates_five_movies_and_gets_personalized_recommendations(server, desktop):
+    page, probe = desktop
+    page.goto(server.url + "/")
+    ex = expect()
+    # A new visitor sees popular movies, no user yet.
+    ex(page.locator("#recs-heading")).to_have_text("Popular movies")
+    ex(page.locator("#recs-list > li.movie")).to_have_count(10)
+    ex(page.locator("#recs-section")).to_have_attribute("data-personalized", "false")
+    shot(page, "01-new-visitor-popular")
+
+    page.click("#new-user")
+    user_id = current_user(page)
+    assert user_id >= 100000
+    assert ratings_of(server, user_id) == []
+    ex(page.locator("#recs-badge")).to_have_text("popular")
+    before = rec_ids(page)
+
+    # Four movies by mouse, with stars...
+    rated = [search_and_rate(page, q, s) for q, s in zip(SCI_FI_QUERIES[:4], ["5", "4.5", "5", "4"])]
+    shot(page, "02-after-four-ratings")
+
+    # ...and the fifth with the keyboard only: Tab from the search button into the star group,
+    # arrow to 4 stars (0.5 + 7 steps), Enter saves.
+    page.fill("#search-input", SCI_FI_QUERIES[4])
+    page.press("#search-input", "Enter")
+    first = page.locator("#search-list > li.movie").first
+    ex(first.locator(".title")).to_have_text("Blade Runner")
+    page.focus("#search-form button[type=submit]")
+    page.keyboard.press("Tab")
+    focused = page.evaluate("document.activeElement.closest('li.movie')?.dataset.movieId")
+    assert focused == first.get_attribute("data-movie-id"), "Tab should land in the first result's stars"
+    for _ in range(7):
+        page.keyboard.press("ArrowRight")
+    page.keyboard.press("Enter")
+    ex(page.locator("#status")).to_contain_text("Saved 4 stars for Blade Runner. Recommendations updated.")
+    rated.append("Blade Runner")
+
+    # The API stored exactly what was clicked.
+    stored = {r["movie_id"]: r["rating"] for r in ratings_of(server, user_id)}
+    assert sorted(stored.values()) == [4.0, 4.0, 4.5, 5.0, 5.0]
+    ex(page.locator("#rated-count")).to_have_text("(5)")
+
+    # Personalized recommendations appeared, from the real API (fold-in), with predictions.
+    ex(page.locator("#recs-heading")).to_have_text("Recommended for you")
+    ex(page.locator("#recs-badge")).to_have_text("personalized")
+    ex(page.locator("#recs-section")).to_have_attribute("data-personalized", "true")
+    items = page.locator("#recs-list > li.movie")
+    ex(items).to_have_count(10)
+    api = httpx.get(f"{server.url}/recommend", params={"user_id": user_id, "n": 10}, timeout=10).json()
+    assert api["personalized"] is True
+    assert rec_ids(page) == [it["movie_id"] for it in api["items"]]
+    assert rec_ids(page) != before
+    assert not set(rec_ids(page)) & set(stored), "rated movies must not be recommended"
+    for i in range(items.count()):
+        item = items.nth(i)
+        ex(item.locator(".title")).not_to_be_empty()
+        ex(item.locator(".year")).to_have_text(re.compile(r"^\(\d{4}\)$"))
+        ex(item.locator(".genres li").first).to_be_visible()
+        value = float(item.locator(".predicted-value").inner_text())
+        assert 0.5 <= value <= 5.0
+    # The synthetic users who like Sci-Fi like action/adventure: most of the top 5 should be in that cluster.
+    genres = {m[0]: set(m[3].split("|")) for m in catalogue.MOVIES}
+    top = rec_ids(page)[:5]
+    assert sum(bool(genres[m] & ACTIONISH) for m in top) >= 3, [catalogue.MOVIES[m - 1][1] for m in top]
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, "03-personalized-desktop")
+    shot(page, "03-personalized-desktop-viewport", full_page=False)
+
+    # A reload keeps the user (localStorage) and shows the five ratings.
+    page.reload()
+    assert current_user(page) == user_id
+    ex(page.locator("#rated-list > li")).to_have_count(5)
+    ex(page.locator("#recs-badge")).to_have_text("personalized")
+    probe.assert_clean(server.url)
+
+
+def test_more_like_this_and_remove_rating(server, desktop):
+    page, probe = desktop
+    page.goto(server.url + "/")
+    ex = expect()
+    ex(page.locator("#recs-list > li.movie")).to_have_count(10)
+    first = page.locator("#recs-list > li.movie").first
+    movie_id = int(first.get_attribute("data-movie-id"))
+    button = first.locator(".more-btn")
+    ex(button).to_have_attribute("aria-expanded", "false")
+    button.click()
+    ex(button).to_have_attribute("aria-expanded", "true")
+    similar = first.locator(".similar-list > li.similar-item")
+    ex(similar.first).to_be_visible()
+    api = httpx.get(f"{server.url}/movies/{movie_id}/similar", params={"n": 6}, timeout=10).json()
+    api_items = api if isinstance(api, list) else api.get("items", [])
+    shown = [int(x) for x in similar.evaluate_all("els => els.map(e => e.dataset.movieId)")]
+    assert shown == [it["movie_id"] for it in api_items]
+    assert movie_id not in shown
+    shot(page, "04-more-like-this")
+
+    # Rating from the popular list (no user yet) starts a new user on the fly; Remove deletes it.
+    first.locator('.movie-actions label.half[data-value="3"]').click()
+    user_id = current_user(page)
+    ex(page.locator("#status")).to_contain_text("Recommendations updated.")
+    assert [r["movie_id"] for r in ratings_of(server, user_id)] == [movie_id]
+    page.locator("#rated-list .remove-btn").first.click()
+    ex(page.locator("#status")).to_contain_text("Removed your rating")
+    ex(page.locator("#rated-list > li")).to_have_count(0)
+    assert ratings_of(server, user_id) == []
+    probe.assert_clean(server.url)
+
+
+def test_existing_user_by_id(server, desktop):
+    page, probe = desktop
+    page.goto(server.url + "/")
+    ex = expect()
+    page.fill("#user-id", "7")
+    page.press("#user-id", "Enter")
+    ex(page.locator("#current-user-id")).to_have_text("7")
+    n = len(ratings_of(server, 7))
+    assert n > 0
+    ex(page.locator("#rated-count")).to_have_text(f"({n})")
+    ex(page.locator("#recs-badge")).to_have_text("personalized")
+    # Genre filter goes to the API (genre=...): every item shown has that genre.
+    page.select_option("#filter-genre", "Comedy")
+    ex(page.locator("#recs-list > li.movie .genres").first).to_contain_text("Comedy")
+    page.wait_for_function("document.querySelector('#recs-list').getAttribute('aria-busy') === 'false'")
+    for text in page.locator("#recs-list > li.movie .genres").all_inner_texts():
+        assert "Comedy" in text
+    shot(page, "05-existing-user-7-comedy")
+    # A bad id is explained, not sent.
+    page.fill("#user-id", "-3")
+    page.press("#user-id", "Enter")
+    ex(page.locator("#alert")).to_contain_text("positive whole number")
+    probe.assert_clean(server.url)
+
+
+def test_phone_layout(server, phone):
+    page, probe = phone
+    page.goto(server.url + "/")
+    ex = expect()
+    ex(page.locator("#recs-list > li.movie")).to_have_count(10)
+    shot(page, "06-phone-popular", full_page=False)
+    page.click("#new-user")
+    current_user(page)
+    search_and_rate(page, "Toy Story", "5")
+    search_and_rate(page, "Aladdin", "4.5")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"horizontal scrolling on a phone: page is {width}px wide"
+    # Touch-sized stars: each whole star at least 20 px.
+    box = page.locator("#recs-list fieldset.stars").first.bounding_box()
+    assert box and box["height"] >= 20
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, "07-phone-after-rating")
+    probe.assert_clean(server.url)
+
+
+def test_model_page(server, desktop):
+    page, probe = desktop
+    page.goto(server.url + "/model.html")
+    ex = expect()
+    model = httpx.get(f"{server.url}/model", timeout=10).json()
+    version = model.get("version", model.get("model_version"))
+    ex(page.locator("#model-version")).to_have_text(f"v{version}")
+    rows = page.locator("#metrics-table tbody tr")
+    ex(rows.first).to_be_visible()
+    rmse = page.locator('#metrics-table tr[data-metric="rmse"]')
+    ex(rmse.locator(".model-value")).to_have_text(re.compile(r"^\d\.\d{4}$"))
+    ex(rmse.locator(".baseline-value")).to_have_text(re.compile(r"^\d\.\d{4}$"))
+    figures = page.locator("#figures img")
+    ex(figures).to_have_count(2)
+    page.wait_for_function("[...document.querySelectorAll('#figures img')].every(i => i.complete && i.naturalWidth > 0)")
+    srcs = figures.evaluate_all("els => els.map(e => e.getAttribute('src'))")
+    assert srcs == ["model/files/curves.png", "model/files/movie_pca.png"]
+    shot(page, "08-model-page")
+    probe.assert_clean(server.url)
+
+
+def test_api_key_required(keyed_server, desktop):
+    page, probe = desktop
+    page.goto(keyed_server.url + "/")
+    ex = expect()
+    page.click("#new-user")
+    user_id = current_user(page)
+    page.fill("#search-input", "Fargo")
+    page.press("#search-input", "Enter")
+    hit = page.locator("#search-list > li.movie").first
+    ex(hit.locator(".title")).to_have_text("Fargo")
+    hit.locator('label.half[data-value="4"]').click()
+    alert = page.locator("#alert")
+    ex(alert).to_contain_text("needs an API key")
+    ex(page.locator("#api-key")).to_be_focused()
+    ex(hit.locator(".stars-value")).to_have_text("Not rated")
+    assert ratings_of(keyed_server, user_id) == []
+    shot(page, "09-api-key-needed")
+
+    page.fill("#api-key", API_KEY)
+    page.press("#api-key", "Enter")
+    hit.locator('label.half[data-value="4"]').click()
+    ex(page.locator("#status")).to_contain_text("Saved 4 stars for Fargo")
+    ex(alert).to_be_hidden()
+    assert [r["rating"] for r in ratings_of(keyed_server, user_id)] == [4.0]
+    probe.assert_clean(keyed_server.url, allow=("401",))
+
