@@ -70,17 +70,21 @@ def byte_progress(total: int, label: str) -> Iterator[Callable[[int], None] | No
         yield lambda n: bar.advance(task, n)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
     logging.basicConfig(level=get_settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Libraries' INFO lines (every HTTP request, alembic's plugin set-up) drown the CLI's own output.
     for noisy in ("httpx", "httpcore", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if version:
-        typer.echo(__version__)
-        raise typer.Exit()
 
 
 # -- db ------------------------------------------------------------------------------------------
@@ -186,12 +190,25 @@ def data_list() -> None:
 # -- import --------------------------------------------------------------------------------------
 
 
-def _run_import(kind: str, path: Path) -> None:
+def _run_import(kind: str, path: Path, if_empty: bool = False) -> None:
+    from sqlalchemy import select
+
     from movierec.data.importer import import_movielens, import_ratings
     from movierec.data.movielens import DataFormatError, detect_layout
     from movierec.db.engine import make_engine
+    from movierec.db.schema import Rating
 
     url = get_settings().database_url
+    if if_empty:
+        engine = make_engine(url)
+        try:
+            with database_errors(url), engine.connect() as conn:
+                has_ratings = conn.execute(select(Rating.user_id).limit(1)).first() is not None
+        finally:
+            engine.dispose()
+        if has_ratings:
+            typer.echo("the database already holds ratings; nothing imported (--if-empty)")
+            return
     try:
         ratings_file = detect_layout(path).ratings if kind == "movielens" else path
         size = ratings_file.stat().st_size if ratings_file.is_file() else 0
@@ -212,9 +229,10 @@ def _run_import(kind: str, path: Path) -> None:
 @import_app.command("movielens")
 def import_movielens_cmd(
     directory: Annotated[Path, typer.Argument(help="A MovieLens directory (100K, 1M or CSV layout).")],
+    if_empty: Annotated[bool, typer.Option("--if-empty", help="Do nothing if the database holds ratings.")] = False,
 ) -> None:
     """Import movies and ratings from a MovieLens directory, in one transaction (idempotent)."""
-    _run_import("movielens", directory)
+    _run_import("movielens", directory, if_empty)
 
 
 @import_app.command("ratings")
@@ -246,6 +264,17 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
         mark = "*" if row["current"] else " "
         typer.echo(f"{mark} {row['version']:>4}  {row.get('kind', '?'):4} k={row.get('factors', '?'):<4} "
                    f"{row.get('created_at', '')}  {row.get('error', shown)}")
+
+
+@models_app.command("current")
+def models_current() -> None:
+    """Print the version the API serves; exit 1 when the store has none."""
+    from movierec.store import ModelStore
+
+    version = ModelStore(get_settings().model_store).current_version()
+    if version is None:
+        raise fail("no model in the store; run `movierec train`")
+    typer.echo(version)
 
 
 @models_app.command("rollback")

@@ -106,6 +106,8 @@ def fetch(
             try:
                 provenance = build(tmp)
                 (tmp / COMPLETE_MARKER).write_text(json.dumps(provenance, indent=2) + "\n")
+                if is_complete(target):
+                    return target  # another process finished the same fetch meanwhile
                 if target.exists():
                     shutil.rmtree(target)  # an earlier, unfinished fetch
                 tmp.rename(target)

@@ -25,6 +25,7 @@ from .fetch import ML100K_GENRES
 
 CHUNK_ROWS = 200_000
 MAX_ID = 2**31 - 1  # ids are INTEGER columns
+MAX_TIMESTAMP = 32_503_680_000  # 3000-01-01: anything later is a unit mix-up (milliseconds), not a date
 _YEAR_IN_TITLE = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:[-–]\d{0,4})?\)\s*$")
 _NO_GENRES = {"", "unknown", "(no genres listed)"}
 
@@ -222,14 +223,24 @@ def _parse_lines(path: Path, lines: list[str], offset: int, sep: str, default_ti
             users[k] = int(fields[0])
             movies[k] = int(fields[1])
             ratings[k] = float(fields[2])
-            stamps[k] = int(float(fields[3])) if len(fields) == 4 else default_time
-        except (ValueError, OverflowError):
+            stamps[k] = _timestamp(fields[3]) if len(fields) == 4 else default_time
+        except ValueError:
             raise DataFormatError(path, i, f"not numbers: {text[:80]!r}") from None
+        except OverflowError:
+            raise DataFormatError(path, i, f"number out of range: {text[:80]!r}") from None
         numbers[k] = i
         k += 1
     chunk = RatingChunk(users[:k], movies[:k], ratings[:k], stamps[:k], numbers[:k])
     _validate(path, chunk)
     return chunk
+
+
+def _timestamp(text: str) -> int:
+    # Some exports write "881250949.0"; int() first keeps large values exact.
+    try:
+        return int(text)
+    except ValueError:
+        return int(float(text))
 
 
 def _validate(path: Path, chunk: RatingChunk) -> None:
@@ -240,7 +251,8 @@ def _validate(path: Path, chunk: RatingChunk) -> None:
         (~np.isfinite(chunk.rating) | (chunk.rating < MIN_RATING) | (chunk.rating > MAX_RATING)
          | (chunk.rating * 2 != np.round(chunk.rating * 2)),
          "rating {value} is not one of 0.5, 1.0, ..., 5.0", chunk.rating),
-        ((chunk.rated_at < 0) | (chunk.rated_at > 2**53), "timestamp {value} is not a Unix time", chunk.rated_at),
+        ((chunk.rated_at < 0) | (chunk.rated_at > MAX_TIMESTAMP), "timestamp {value} is not a Unix time before 3000",
+         chunk.rated_at),
     )
     for bad, message, values in checks:
         if bad.any():

@@ -1,0 +1,53 @@
+# movierec: `make run` sets everything up and serves the API; `make test` runs the whole suite.
+# Every step is skipped when already done, so both are cheap to repeat.
+
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+MOVIEREC := $(VENV)/bin/movierec
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Elsewhere than our machines, `make run TORCH_INDEX=https://download.pytorch.org/whl/cpu` avoids
+# the multi-GB CUDA build of torch that PyPI serves on Linux.
+TORCH_INDEX ?=
+PYTEST_ARGS ?=
+
+.PHONY: run setup install db data import train serve test smoke bench soak clean help
+
+help:
+	@echo "make run    set up (venv, database, MovieLens 100K, model) and serve on http://$(HOST):$(PORT)"
+	@echo "make test   run the whole test suite (SQLite and PostgreSQL)"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+db: install
+	$(MOVIEREC) db upgrade
+
+data: install
+	$(MOVIEREC) data fetch ml-100k
+
+import: db data
+	$(MOVIEREC) import movielens $$($(PY) -c 'from movierec.settings import get_settings as g; print(g().data_dir)')/ml-100k --if-empty
+
+train: import
+	$(MOVIEREC) models current >/dev/null 2>&1 || $(MOVIEREC) train
+
+setup: train
+
+run: setup
+	$(MOVIEREC) serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf var .pytest_cache

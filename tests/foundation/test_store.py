@@ -1,0 +1,164 @@
+"""The model store: atomic publish, validation on load, rollback and pruning."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from movierec.store import CorruptModelError, ModelStore, StoreError
+
+
+def make_model(n_users: int = 5, n_movies: int = 7, k: int = 3, seed: int = 0) -> tuple[dict, dict]:
+    rng = np.random.default_rng(seed)
+    tensors = {
+        "user_ids": np.arange(1, n_users + 1, dtype=np.int64),
+        "movie_ids": np.arange(10, 10 + n_movies, dtype=np.int64),
+        "user_factors": rng.normal(size=(n_users, k)).astype(np.float32),
+        "movie_factors": rng.normal(size=(n_movies, k)).astype(np.float32),
+        "user_bias": rng.normal(size=n_users).astype(np.float32),
+        "movie_bias": rng.normal(size=n_movies).astype(np.float32),
+    }
+    manifest = {
+        "kind": "dot", "factors": k, "y_range": [0.0, 5.5], "rating_scale": [0.5, 5.0], "global_bias": 0.1,
+        "counts": {"users": n_users, "movies": n_movies, "ratings": 20}, "metrics": {"rmse": 0.9},
+    }
+    return tensors, manifest
+
+
+def test_publish_then_load_round_trips(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    tensors, manifest = make_model()
+    assert store.publish(tensors, manifest) == 1
+    artifact = store.load()
+    assert artifact.version == 1 and artifact.kind == "dot"
+    np.testing.assert_array_equal(artifact.tensors["movie_factors"], tensors["movie_factors"])
+    assert artifact.manifest["metrics"] == {"rmse": 0.9}
+    assert len(artifact.manifest["weights_sha256"]) == 64
+
+
+def test_versions_increase_and_current_is_newest(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    for seed in range(3):
+        store.publish(*make_model(seed=seed))
+    assert store.versions() == [1, 2, 3]
+    assert store.current_version() == 3
+
+
+def test_failed_publish_leaves_store_as_it_was(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish(*make_model())
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def broken_report(directory: Path) -> None:
+        (directory / "curves.png").write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        store.publish(*make_model(seed=1), extra_files=broken_report)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert store.current_version() == 1
+
+
+def test_invalid_model_is_never_published(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    tensors, manifest = make_model()
+    tensors["user_factors"][0, 0] = np.nan
+    with pytest.raises(CorruptModelError, match="NaN"):
+        store.publish(tensors, manifest)
+    assert store.versions() == []
+
+
+def test_leftover_temp_dir_of_a_killed_publish_is_ignored_and_cleaned(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    (tmp_path / ".tmp-dead").mkdir()
+    (tmp_path / ".tmp-dead" / "model.safetensors").write_bytes(b"half")
+    assert store.versions() == [] and store.current_version() is None
+    store.publish(*make_model())
+    assert not (tmp_path / ".tmp-dead").exists()
+    assert store.versions() == [1]
+
+
+def test_truncated_weights_are_refused(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish(*make_model())
+    weights = tmp_path / "1" / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptModelError, match="sha256"):
+        store.load(1)
+
+
+def test_manifest_that_does_not_match_tensors_is_refused(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish(*make_model())
+    path = tmp_path / "1" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["factors"] = 4
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(CorruptModelError, match="shape"):
+        store.load(1)
+
+
+def test_version_dir_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    ModelStore(outside).publish(*make_model())
+    store_root = tmp_path / "store"
+    store_root.mkdir()
+    os.symlink(outside / "1", store_root / "1")
+    store = ModelStore(store_root)
+    assert store.versions() == []
+    with pytest.raises(StoreError):
+        store.load(1)
+
+
+def test_rollback_and_publish_after_rollback(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish(*make_model(seed=0))
+    store.publish(*make_model(seed=1))
+    assert store.rollback() == 1
+    assert store.current_version() == 1
+    assert store.load().version == 1
+    with pytest.raises(StoreError, match="no earlier version"):
+        store.rollback()
+    assert store.publish(*make_model(seed=2)) == 3
+    assert store.current_version() == 3
+
+
+def test_rollback_skips_damaged_versions(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    for seed in range(3):
+        store.publish(*make_model(seed=seed))
+    (tmp_path / "2" / "model.safetensors").write_bytes(b"junk")
+    assert store.rollback() == 1
+
+
+def test_prune_keeps_newest_and_never_the_current(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    for seed in range(4):
+        store.publish(*make_model(seed=seed))
+    store.set_current(1)
+    removed = store.prune(2)
+    assert removed == [2]
+    assert store.versions() == [1, 3, 4]
+    assert store.current_version() == 1
+
+
+def test_publish_with_keep_prunes(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    for seed in range(5):
+        store.publish(*make_model(seed=seed), keep=3)
+    assert store.versions() == [3, 4, 5]
+
+
+def test_list_reports_damaged_manifest_instead_of_hiding_it(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish(*make_model())
+    store.publish(*make_model(seed=1))
+    (tmp_path / "1" / "manifest.json").write_text("{not json")
+    rows = store.list()
+    assert [r["version"] for r in rows] == [1, 2]
+    assert "error" in rows[0] and rows[1]["current"]
