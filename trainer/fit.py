@@ -60,6 +60,8 @@ class FitParams:
     wd: float = 0.1
     batch_size: int = 4096
     bpr_weight: float = 2.0
+    rank_loss: str = "softmax"
+    negatives: int = 128
     seed: int = 42
     y_range: tuple[float, float] = DEFAULT_Y_RANGE
     hidden: tuple[int, ...] = (100,)
@@ -173,6 +175,19 @@ class _SparseAdam:
         self.table.index_add_(0, rows, update, alpha=-1.0)
 
 
+class _ScalarAdam:
+    """Adam for one scalar parameter (the log of the ranking scale)."""
+
+    def __init__(self, value: float, betas: tuple[float, float] = (0.9, 0.99), eps: float = 1e-8) -> None:
+        self.value, self.m, self.v = value, 0.0, 0.0
+        self.b1, self.b2, self.eps = betas[0], betas[1], eps
+
+    def step(self, grad: float, lr: float, t: int) -> None:
+        self.m = self.b1 * self.m + (1 - self.b1) * grad
+        self.v = self.b2 * self.v + (1 - self.b2) * grad * grad
+        self.value -= lr * (self.m / (1 - self.b1 ** t)) / (math.sqrt(self.v / (1 - self.b2 ** t)) + self.eps)
+
+
 @torch.no_grad()
 def _fit_dot(model: DotProductBias, train: Ratings, params: FitParams, valid: Ratings | None,
              gen: torch.Generator, progress: Progress | None) -> History:
@@ -183,6 +198,7 @@ def _fit_dot(model: DotProductBias, train: Ratings, params: FitParams, valid: Ra
     uf, mf = model.user_factors.data, model.movie_factors.data
     ub, mb, rb = model.user_bias.data, model.movie_bias.data, model.rank_bias.data
     opts = {name: _SparseAdam(t) for name, t in (("uf", uf), ("mf", mf), ("ub", ub), ("mb", mb), ("rb", rb))}
+    scale = _ScalarAdam(0.0)
     lo, hi = model.y_range
     span, g0 = hi - lo, model.global_bias
     bs = max(1, min(params.batch_size, r))
@@ -197,19 +213,26 @@ def _fit_dot(model: DotProductBias, train: Ratings, params: FitParams, valid: Ra
         perm = torch.randperm(r, generator=gen)
         # One gather per epoch, then contiguous slices: cheaper than gathering per batch.
         eu, em, er = users[perm].long(), movies[perm].long(), ratings[perm]
-        negatives = torch.randint(0, n_movies, (r,), generator=gen) if w > 0 else None
+        softmax = params.rank_loss == "softmax"
+        if w > 0 and softmax:  # params.negatives shared by every rating of a batch
+            negatives = torch.randint(0, n_movies, (steps_per_epoch, params.negatives), generator=gen)
+        elif w > 0:  # one negative per rating
+            negatives = torch.randint(0, n_movies, (r,), generator=gen)
+        else:
+            negatives = None
         loss_sum = bpr_sum = 0.0
-        for s in range(0, r, bs):
+        for step, s in enumerate(range(0, r, bs)):
             t += 1
             lr = one_cycle(t - 1, total, params.lr)
             u, m, y = eu[s:s + bs], em[s:s + bs], er[s:s + bs]
-            j = negatives[s:s + bs] if negatives is not None else None
-            sq, bp = _dot_step(u, m, y, j, uf, mf, ub, mb, rb, opts, lo, span, g0, w, wd, lr, t)
+            j = None if negatives is None else negatives[step] if softmax else negatives[s:s + bs]
+            sq, bp = _dot_step(u, m, y, j, uf, mf, ub, mb, rb, opts, lo, span, g0, w, wd, lr, t, softmax, scale)
             loss_sum += sq
             bpr_sum += bp
         loss = loss_sum / r
         if not math.isfinite(loss) or not math.isfinite(bpr_sum):
             raise DivergedError(f"training diverged in epoch {epoch + 1}: loss is {loss} (try a lower --lr)")
+        model.rank_scale = math.exp(scale.value)
         _record(history, model, valid, loss, bpr_sum / r, time.perf_counter() - start, epoch, params.epochs, progress)
     return history
 
@@ -217,7 +240,7 @@ def _fit_dot(model: DotProductBias, train: Ratings, params: FitParams, valid: Ra
 def _dot_step(u: torch.Tensor, m: torch.Tensor, y: torch.Tensor, j: torch.Tensor | None,
               uf: torch.Tensor, mf: torch.Tensor, ub: torch.Tensor, mb: torch.Tensor, rb: torch.Tensor,
               opts: dict[str, _SparseAdam], lo: float, span: float, g0: float, w: float, wd: float,
-              lr: float, t: int) -> tuple[float, float]:
+              lr: float, t: int, softmax: bool = False, scale: _ScalarAdam | None = None) -> tuple[float, float]:
     """One minibatch: forward, hand-derived gradients of the mean loss, sparse Adam updates.
 
     MSE part, with ``p = lo + span * s(z)``, ``z = u·m + b_u + b_m + g``:
@@ -238,7 +261,31 @@ def _dot_step(u: torch.Tensor, m: torch.Tensor, y: torch.Tensor, j: torch.Tensor
     gm = torch.addcmul(pm * reg, dz.unsqueeze(1), pu)
     opts["ub"].step(u, dz, lr, t)
     bpr = 0.0
-    if j is not None:
+    if j is not None and softmax:
+        # Sampled softmax over [positive, shared negatives]: L = w (logsumexp(x) - x_pos) with
+        # x = a (u·m) + rb[m]. The learned scale a = exp(log_a) lets the ranking loss sharpen its
+        # logits without inflating u·m, which the sigmoid rating prediction needs at its own scale;
+        # ranking by x is ranking by u·m + rb/a, which is what is exported as rank_bias.
+        a = math.exp(float(scale.value))
+        dot_pos = (pu * pm).sum(1)
+        x_pos = dot_pos * a + rb.index_select(0, m)
+        pj = mf.index_select(0, j)
+        dot_neg = pu.mm(pj.t())
+        x_neg = (dot_neg * a).add_(rb.index_select(0, j).unsqueeze(0))
+        x_neg.masked_fill_(j.unsqueeze(0) == m.unsqueeze(1), float("-inf"))  # accidental hits of the positive
+        x = torch.cat([x_pos.unsqueeze(1), x_neg], dim=1)
+        lse = torch.logsumexp(x, dim=1)
+        bpr = float((lse - x_pos).sum())
+        p = torch.exp_(x.sub_(lse.unsqueeze(1))).mul_(w / b)  # dL/dx
+        d_pos = p[:, 0] - w / b
+        p_neg = p[:, 1:]
+        scale.step(a * (float(d_pos.dot(dot_pos)) + float((p_neg * dot_neg).sum())), lr, t)
+        gu.addcmul_(d_pos.unsqueeze(1), pm, value=a).addmm_(p_neg, pj, alpha=a)
+        gm.addcmul_(d_pos.unsqueeze(1), pu, value=a)
+        gj = p_neg.t().mm(pu).mul_(a)
+        opts["mf"].step(torch.cat([m, j]), torch.cat([gm, gj]), lr, t)
+        opts["rb"].step(torch.cat([m, j]), torch.cat([d_pos, p_neg.sum(0)]), lr, t)
+    elif j is not None:
         pj = mf.index_select(0, j)
         diff = pm - pj
         x = (pu * diff).sum(1).add_(rb.index_select(0, m)).sub_(rb.index_select(0, j))

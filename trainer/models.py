@@ -46,6 +46,8 @@ class DotProductBias(nn.Module):
         self.user_bias = nn.Parameter(torch.zeros(n_users))
         self.movie_bias = nn.Parameter(torch.zeros(n_movies))
         self.rank_bias = nn.Parameter(torch.zeros(n_movies))
+        #: Learned scale a of the ranking logits ``a (u·m) + rank_bias``; ranking scores are ``u·m + rank_bias / a``.
+        self.rank_scale = 1.0
 
     @property
     def factors(self) -> int:
@@ -72,15 +74,16 @@ class DotProductBias(nn.Module):
 
     @torch.no_grad()
     def rank_scores(self, users: np.ndarray) -> np.ndarray:
-        """``u·m + rank_bias[m]`` for every movie: (len(users), n_movies)."""
+        """``u·m + rank_bias[m] / rank_scale`` for every movie: (len(users), n_movies), as the API ranks."""
         u = self.user_factors[torch.from_numpy(np.asarray(users, dtype=np.int64))]
-        return torch.addmm(self.rank_bias.unsqueeze(0), u, self.movie_factors.t()).numpy()
+        return torch.addmm(self.rank_bias.unsqueeze(0) / self.rank_scale, u, self.movie_factors.t()).numpy()
 
     def export(self) -> dict[str, np.ndarray]:
         """Store tensors (without the id maps), float32 contiguous."""
         return {
             "user_factors": _np(self.user_factors), "movie_factors": _np(self.movie_factors),
-            "user_bias": _np(self.user_bias), "movie_bias": _np(self.movie_bias), "rank_bias": _np(self.rank_bias),
+            "user_bias": _np(self.user_bias), "movie_bias": _np(self.movie_bias),
+            "rank_bias": _np(self.rank_bias / self.rank_scale),
         }
 
 
