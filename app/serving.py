@@ -138,7 +138,8 @@ class LoadedModel:
         self.global_bias: float = float(manifest["global_bias"])
         self.y_lo, self.y_hi = (float(v) for v in manifest["y_range"])
         self.clip_lo, self.clip_hi = _rating_scale(manifest)
-        snapshot = manifest.get("data_snapshot") or {}
+        # The issue names the key "data_snapshot"; the trainer writes its snapshot under "data".
+        snapshot = manifest.get("data_snapshot") or manifest.get("data") or {}
         max_rated_at = snapshot.get("max_rated_at") if isinstance(snapshot, dict) else None
         self.snapshot_max_rated_at: int | None = int(max_rated_at) if max_rated_at is not None else None
 

@@ -58,7 +58,7 @@ def model_info(state: RequiredStateDep) -> dict[str, object]:
     return {
         "version": model.version, "kind": model.kind, "factors": model.k, "created_at": manifest.get("created_at"),
         "counts": manifest.get("counts", {}), "metrics": manifest.get("metrics"),
-        "data_snapshot": manifest.get("data_snapshot"), "files": model.report_files(),
+        "data_snapshot": manifest.get("data_snapshot") or manifest.get("data"), "files": model.report_files(),
     }
 
 
