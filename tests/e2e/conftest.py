@@ -1,8 +1,8 @@
 """Browser tests: a real movierec server (uvicorn subprocess, SQLite, a published model) driven by
 Debian's Chromium through Playwright.
 
-Chromium is looked up at ``MOVIEREC_E2E_CHROMIUM``, then ``/usr/bin/chromium``, then ``chromium``
-on PATH. Without it (or without the ``playwright`` package) every test here is *skipped* with the
+Chromium is ``MOVIEREC_E2E_CHROMIUM`` when set, else ``/usr/bin/chromium``, else ``chromium`` on
+PATH. Without it (or without the ``playwright`` package) every test here is *skipped* with the
 reason; CI installs ``chromium`` so they run there. ``playwright install`` is never needed: the
 system browser is launched through ``executable_path``.
 
@@ -41,7 +41,8 @@ API_KEY = "e2e-secret-key"
 
 def chromium_path() -> str | None:
     """The system Chromium to drive, or None when it is not installed."""
-    candidates = [os.environ.get("MOVIEREC_E2E_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")]
+    explicit = os.environ.get("MOVIEREC_E2E_CHROMIUM")
+    candidates = [explicit] if explicit else ["/usr/bin/chromium", shutil.which("chromium")]
     for candidate in candidates:
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
@@ -123,7 +124,8 @@ def browser_path() -> str:
     """Skip (not fail) when the browser or its driver is absent; say exactly what is missing."""
     path = chromium_path()
     if path is None:
-        pytest.skip("Chromium is not installed (looked at $MOVIEREC_E2E_CHROMIUM, /usr/bin/chromium, PATH): "
+        pytest.skip("Chromium is not installed (looked for $MOVIEREC_E2E_CHROMIUM, else /usr/bin/chromium and "
+                    "chromium on PATH): "
                     "`apt-get install -y chromium` to run the browser tests")
     pytest.importorskip("playwright.sync_api", reason="the `playwright` Python package is not installed "
                         "(pip install playwright; no `playwright install` needed, system Chromium is used)")
@@ -161,8 +163,9 @@ def keyed_server(world: World) -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def browser(browser_path: str) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=15_000)  # CI machines are slower than laptops
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=browser_path, headless=True, args=CHROMIUM_FLAGS)
         yield chromium

@@ -21,6 +21,7 @@ const state = {
   movies: new Map(),
   recsSeq: 0,
   searchSeq: 0,
+  searchQuery: null,
   recsController: null,
 };
 
@@ -409,6 +410,8 @@ async function refreshRecs() {
       }
     }
     if (seq !== state.recsSeq) return;
+    // Re-rendering removes the element a keyboard user was on: keep their place at the heading.
+    const hadFocus = list.contains(document.activeElement);
     list.innerHTML = "";
     for (const movie of movies) {
       const merged = { ...mergeMovie(movie), count: movie.count };
@@ -421,6 +424,7 @@ async function refreshRecs() {
       list.append(li);
     }
     setRecsHeader(personalized, modelVersion);
+    if (hadFocus) $("#recs-heading").focus();
     $("#recs-meta").textContent = modelVersion != null ? `Model version ${modelVersion}` : "";
   } catch (err) {
     if (seq === state.recsSeq) explain(err, "load recommendations");
@@ -480,6 +484,10 @@ async function unrate(movie) {
 // ---- search ---------------------------------------------------------------------------------
 
 async function search(query) {
+  // Typing and pressing Enter both search: the same query twice must not re-render the results
+  // (that would pull the focus out of a star rating the person is using).
+  if (query.trim() === state.searchQuery) return;
+  state.searchQuery = query.trim();
   const seq = ++state.searchSeq;
   const list = $("#search-list");
   const meta = $("#search-meta");
@@ -499,6 +507,7 @@ async function search(query) {
       : `No movies found for “${query.trim()}”.`;
   } catch (err) {
     if (seq !== state.searchSeq) return;
+    state.searchQuery = null;
     meta.textContent = "";
     explain(err, "search movies");
   }
@@ -508,10 +517,12 @@ async function search(query) {
 
 function debounce(fn, ms) {
   let timer = null;
-  return (...args) => {
+  const run = (...args) => {
     clearTimeout(timer);
     timer = setTimeout(() => fn(...args), ms);
   };
+  run.cancel = () => clearTimeout(timer);
+  return run;
 }
 
 function init() {
@@ -548,11 +559,12 @@ function init() {
     announce("API key cleared.");
   });
 
+  const typed = debounce(() => search($("#search-input").value), 300);
   $("#search-form").addEventListener("submit", (event) => {
     event.preventDefault();
+    typed.cancel();
     search($("#search-input").value);
   });
-  const typed = debounce(() => search($("#search-input").value), 300);
   $("#search-input").addEventListener("input", typed);
 
   const refilter = debounce(() => { if (state.userId != null) refreshRecs(); }, 300);

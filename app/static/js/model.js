@@ -6,7 +6,7 @@ const $ = (selector) => document.querySelector(selector);
 const LOWER_IS_BETTER = /^(rmse|mae|mse|loss)/i;
 const METRIC_ORDER = ["rmse", "mae", "ndcg@10", "recall@10", "hr@10"];
 const FIGURE_CAPTIONS = {
-  "curves.png": "Training curves: train and validation RMSE per epoch of the evaluation run.",
+  "curves.png": "Training curves: losses and validation RMSE per epoch of the evaluation run.",
   "movie_pca.png": "Map of the movie factors: first two principal components, most-rated movies labelled.",
 };
 
@@ -146,7 +146,8 @@ function renderMetrics(data) {
     tbody.append(tr);
   }
   const notes = Object.entries(base.notes).map(([key, text]) => `${key.replace(/_/g, " ")}: ${text}`);
-  $("#baseline-notes").textContent = notes.length ? `Baselines — ${notes.join("; ")}.` : "";
+  $("#baseline-notes").textContent = notes.length ? `Baselines — ${notes.join("; ")}.`
+    : Object.keys(base.numbers).length ? "" : "The API returned no baseline metrics for this version.";
 }
 
 function renderFigures(data) {

@@ -83,6 +83,8 @@ export function createStars({ movieId, title, value = null, onCommit, small = fa
   };
 
   fieldset.addEventListener("pointerdown", () => { pointer = true; });
+  // A click on the star already chosen fires no change: forget the pointer so a later arrow key debounces.
+  fieldset.addEventListener("click", () => { setTimeout(() => { pointer = false; }, 0); });
   fieldset.addEventListener("change", (event) => {
     const v = Number(event.target.value);
     paint(fieldset, v);
