@@ -83,6 +83,8 @@ def test_new_user_rates_five_movies_and_gets_personalized_recommendations(server
     page.keyboard.press("Tab")
     focused = page.evaluate("document.activeElement.closest('li.movie')?.dataset.movieId")
     assert focused == first.get_attribute("data-movie-id"), "Tab should land in the first result's stars"
+    outline = first.locator("fieldset.stars").evaluate("e => getComputedStyle(e).outlineStyle")
+    assert outline == "solid", "the focused star rating must show a focus outline"
     for _ in range(7):
         page.keyboard.press("ArrowRight")
     page.keyboard.press("Enter")
@@ -252,3 +254,30 @@ def test_api_key_required(keyed_server, desktop):
     assert [r["rating"] for r in ratings_of(keyed_server, user_id)] == [4.0]
     probe.assert_clean(keyed_server.url, allow=("401",))
 
+
+
+UNNAMED_CONTROLS = """() => [...document.querySelectorAll('input, select, button, textarea')]
+    .filter(e => e.offsetParent !== null || e.type === 'radio')
+    .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+    .map(e => e.outerHTML.slice(0, 120))"""
+
+
+def test_every_control_has_a_name(server, desktop):
+    page, probe = desktop
+    page.goto(server.url + "/")
+    ex = expect()
+    ex(page.locator("#recs-list > li.movie")).to_have_count(10)
+    page.fill("#search-input", "Star")
+    page.press("#search-input", "Enter")
+    ex(page.locator("#search-list > li.movie").first).to_be_visible()
+    assert page.evaluate(UNNAMED_CONTROLS) == []
+    assert page.locator("html").get_attribute("lang") == "en"
+    # Each star rating is a named radio group: legend "Your rating of <title>", radios "N stars".
+    group = page.locator("#search-list fieldset.stars").first
+    ex(group.locator("legend")).to_contain_text("Your rating of ")
+    ex(group.get_by_role("radio")).to_have_count(10)
+    ex(group.get_by_role("radio", name="4.5 stars")).to_have_count(1)
+    page.goto(server.url + "/model.html")
+    ex(page.locator("#metrics-table tbody tr").first).to_be_visible()
+    assert page.evaluate(UNNAMED_CONTROLS) == []
+    probe.assert_clean(server.url)
