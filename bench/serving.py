@@ -1,0 +1,357 @@
+"""Part 3 -- serving: the API under wrk, beside a bare FastAPI endpoint served the same way, same run.
+
+usage: python -m bench.serving [--quick] [--duration 10] [--connections 1 16] [--skip-postgres]
+
+Scenarios (each server is a separate ``movierec serve`` process, README defaults: 1 worker,
+access log on; wrk runs as another process on 127.0.0.1 with 1 thread):
+
+* bare:        ``python -m bench.bare_app`` (same ``uvicorn.run`` arguments), ``GET /const``
+* 100K:        SQLite with MovieLens 100K imported by ``movierec import movielens``;
+               ``GET /predict`` and ``GET /recommend?n=10`` for random known users/movies
+* 60k movies:  SQLite with a synthetic catalogue of 60,000 movies and 300,000 ratings by 2,000 users
+               (bench/synthetic.py) imported the same way; ``GET /recommend?n=10``
+* POST /ratings: one rating per request (JSON) into SQLite and into a fresh PostgreSQL database
+               (created, migrated and imported here, dropped afterwards), users outside the read set
+
+The models served are synthetic factors of the right shape (k=64, the trainer's default; the
+catalogue's real ids) published with ``movierec.store.ModelStore.publish``: serving cost depends
+on the shapes, not on the values, and no training is needed. Each measurement is preceded by a
+short unrecorded warm-up; each runs for a fixed duration at a fixed number of connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from bench import common as C
+
+WORK = C.RAW / "serving"
+WRK_DIR = Path(__file__).resolve().parent / "wrk"
+PG_ADMIN = os.environ.get("MOVIEREC_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+K = 64
+MOVIEREC = [sys.executable, "-c", "from movierec.cli import main; main()"]
+TARGETS = {"predict_vs_bare": 0.70, "recommend_p99_100k_ms": 20.0, "recommend_p99_60k_ms": 50.0}
+
+
+# ------------------------------------------------------------------------------------- set-up
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_for(db_url: str, store: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(C.ROOT), "MOVIEREC_DATABASE_URL": db_url,
+            "MOVIEREC_MODEL_STORE": str(store), "MOVIEREC_RELOAD_INTERVAL": "0", "MOVIEREC_API_KEY": ""}
+
+
+def cli(args: list[str], env: dict[str, str], log: Path) -> float:
+    t0 = time.perf_counter()
+    with log.open("a") as fh:
+        fh.write(f"$ movierec {' '.join(args)}\n")
+        fh.flush()
+        subprocess.run([*MOVIEREC, *args], cwd=C.ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, check=True)
+    return time.perf_counter() - t0
+
+
+def publish_synthetic(store: Path, user_ids: np.ndarray, movie_ids: np.ndarray, n_ratings: int,
+                      max_rated_at: int, seed: int = 0) -> int:
+    """A ``dot`` model of random factors for these ids (k=64), published as the current version."""
+    from movierec.store import ModelStore
+
+    rng = np.random.default_rng(seed)
+    n, m = len(user_ids), len(movie_ids)
+    tensors = {
+        "user_ids": np.asarray(user_ids, np.int64), "movie_ids": np.asarray(movie_ids, np.int64),
+        "user_factors": rng.normal(0, 0.1, (n, K)).astype(np.float32),
+        "movie_factors": rng.normal(0, 0.1, (m, K)).astype(np.float32),
+        "user_bias": rng.normal(0, 0.1, n).astype(np.float32),
+        "movie_bias": rng.normal(0, 0.1, m).astype(np.float32),
+        "rank_bias": rng.normal(0, 0.1, m).astype(np.float32),
+    }
+    manifest = {"kind": "dot", "factors": K, "y_range": [0.0, 5.5], "rating_scale": [0.5, 5.0], "global_bias": 0.5,
+                "counts": {"users": n, "movies": m, "ratings": n_ratings},
+                "data": {"ratings": n_ratings, "max_rated_at": int(max_rated_at)},
+                "source": "bench/serving.py synthetic factors (serving benchmark only)"}
+    return ModelStore(store).publish(tensors, manifest)
+
+
+def setup_100k(db_url: str, store: Path | None, log: Path) -> dict:
+    """Migrate ``db_url``, import MovieLens 100K; publish the model into ``store`` when given."""
+    folder, how = C.ml100k_dir()
+    env = env_for(db_url, store or WORK / "unused-store")
+    t = cli(["db", "upgrade"], env, log)
+    t += cli(["import", "movielens", str(folder)], env, log)
+    raw = np.loadtxt(folder / "u.data", dtype=np.int64, delimiter="\t")
+    if store is not None:
+        publish_synthetic(store, np.unique(raw[:, 0]), np.unique(raw[:, 1]), len(raw), int(raw[:, 3].max()))
+    return {"users": int(raw[:, 0].max()), "movies": int(raw[:, 1].max()), "setup_s": t, "source": str(folder)}
+
+
+def setup_60k(db_url: str, store: Path, log: Path, n_users: int = 2000, n_ratings: int = 300_000) -> dict:
+    """A synthetic MovieLens CSV directory (60,000 movies) imported with the product's importer."""
+    from bench.synthetic import generate
+
+    d = generate(n_ratings, shape=(n_users, 60_000), seed=7)
+    folder = WORK / "synthetic-60k"
+    folder.mkdir(parents=True, exist_ok=True)
+    genres = ["Action", "Adventure", "Animation", "Comedy", "Crime", "Documentary", "Drama", "Fantasy", "Horror",
+              "Romance", "Sci-Fi", "Thriller"]
+    rng = np.random.default_rng(7)
+    with (folder / "movies.csv").open("w") as fh:
+        fh.write("movieId,title,genres\n")
+        for mid in range(1, 60_001):
+            g = "|".join(sorted(set(rng.choice(genres, rng.integers(1, 4)).tolist())))
+            fh.write(f"{mid},Synthetic movie {mid} ({1920 + mid % 100}),{g}\n")
+    users, movies = d["user"].astype(np.int64) + 1, d["movie"].astype(np.int64) + 1
+    ts = 1_000_000_000 + rng.integers(0, 10**8, len(users))
+    with (folder / "ratings.csv").open("w") as fh:
+        fh.write("userId,movieId,rating,timestamp\n")
+        np.savetxt(fh, np.column_stack([users, movies, d["rating"], ts]), fmt=["%d", "%d", "%.1f", "%d"],
+                   delimiter=",")
+    env = env_for(db_url, store)
+    t = cli(["db", "upgrade"], env, log)
+    t += cli(["import", "movielens", str(folder)], env, log)
+    publish_synthetic(store, np.unique(users), np.arange(1, 60_001), len(users), int(ts.max()))
+    return {"users": n_users, "movies": 60_000, "setup_s": t, "ratings": len(users)}
+
+
+# --------------------------------------------------------------------------------- measuring
+
+
+class Server:
+    """A server process on a free port; stopped with SIGINT (uvicorn's graceful shutdown)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path, probe: str) -> None:
+        self.port = free_port()
+        self.argv = [*argv, "--port", str(self.port)]
+        self.env, self.log, self.probe = env, log, probe
+
+    def __enter__(self) -> Server:
+        self.fh = self.log.open("a")
+        self.proc = subprocess.Popen(self.argv, cwd=C.ROOT, env=self.env, stdout=self.fh, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        url = f"http://127.0.0.1:{self.port}{self.probe}"
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.3)
+        self.__exit__()
+        raise RuntimeError(f"server not ready at {url} within 120 s; see {self.log}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.fh.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        return float("nan")
+    v, unit = float(m.group(1)), m.group(2)
+    return v * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def wrk(url: str, script: str, connections: int, duration: float, env: dict[str, str]) -> dict:
+    """One wrk run (1 thread); parsed requests/s, latency percentiles (ms) and error counts."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(WRK_DIR / script), url]
+    p = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **env}, timeout=duration + 60)
+    out = p.stdout
+    res: dict = {"connections": connections, "duration_s": duration, "raw": out[-2000:]}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else float("nan")
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(m.group(1)) if m else 0
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
+        res[f"p{pct}_ms"] = _ms(m.group(1)) if m else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    if p.returncode != 0:
+        res["error"] = p.stderr[-500:]
+    return res
+
+
+def measure(name: str, server: Server, script: str, env: dict[str, str], conns: list[int], duration: float,
+            results: list[dict], warmup: float = 2.0) -> None:
+    wrk(server.url, script, conns[-1], warmup, env)  # warm-up, not recorded
+    for c in conns:
+        r = wrk(server.url, script, c, duration, env)
+        r["scenario"] = name
+        r["load_avg_1m"] = os.getloadavg()[0]
+        results.append(r)
+        print(f"  {name:28s} c={c:<3d} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
+              f"  non-2xx {r['non2xx']}  socket errors {r['socket_errors']}", flush=True)
+
+
+# ------------------------------------------------------------------------------------- driver
+
+
+def run(duration: float, conns: list[int], postgres: bool) -> dict:
+    t_start = time.perf_counter()
+    if WORK.exists():
+        shutil.rmtree(WORK)
+    WORK.mkdir(parents=True)
+    log = WORK / "serving.log"
+    results: list[dict] = []
+    info: dict = {"notes": []}
+    serve = [*MOVIEREC, "serve", "--host", "127.0.0.1", "--workers", "1"]
+
+    print("setting up SQLite 100K ...", flush=True)
+    store100 = WORK / "store-100k"
+    db100 = f"sqlite:///{WORK / 'ml100k.db'}"
+    info["100k"] = s100 = setup_100k(db100, store100, log)
+    print("setting up SQLite 60k movies ...", flush=True)
+    store60 = WORK / "store-60k"
+    info["60k"] = s60 = setup_60k(f"sqlite:///{WORK / 'synthetic60k.db'}", store60, log)
+    read_env = {"MAX_USER": str(s100["users"]), "MAX_MOVIE": str(s100["movies"]), "SEED": "1"}
+    write_env = {"USER_BASE": "100000", "USER_SPAN": "10000", "MAX_MOVIE": str(s100["movies"]), "SEED": "2"}
+
+    bare = [sys.executable, "-m", "bench.bare_app", "--host", "127.0.0.1", "--workers", "1"]
+    with Server(bare, env_for(db100, store100), log, "/const") as srv:
+        measure("bare FastAPI GET /const", srv, "bare.lua", read_env, conns, duration, results)
+    with Server(serve, env_for(db100, store100), log, "/ready") as srv:
+        measure("GET /predict (100K)", srv, "predict.lua", read_env, conns, duration, results)
+        measure("GET /recommend (100K)", srv, "recommend.lua", read_env, conns, duration, results)
+        measure("POST /ratings (SQLite)", srv, "ratings.lua", write_env, conns, duration, results)
+    with Server(serve, env_for(f"sqlite:///{WORK / 'synthetic60k.db'}", store60), log, "/ready") as srv:
+        measure("GET /recommend (60k movies)", srv, "recommend.lua",
+                {"MAX_USER": str(s60["users"]), "SEED": "1"}, conns, duration, results)
+    if postgres:
+        pg_url = _pg_create()
+        if pg_url is None:
+            info["notes"].append(f"PostgreSQL at {PG_ADMIN} unreachable: POST /ratings (PostgreSQL) not measured")
+        else:
+            try:
+                print("setting up PostgreSQL 100K ...", flush=True)
+                info["pg"] = setup_100k(pg_url, None, log)
+                with Server(serve, env_for(pg_url, store100), log, "/ready") as srv:
+                    measure("POST /ratings (PostgreSQL)", srv, "ratings.lua", write_env, conns, duration, results)
+            finally:
+                _pg_drop(pg_url)
+    # bare again at the end: how much did the machine drift during the run?
+    with Server(bare, env_for(db100, store100), log, "/const") as srv:
+        measure("bare FastAPI GET /const (again)", srv, "bare.lua", read_env, conns, duration, results)
+    info["results"] = results
+    info["environment"] = C.environment()
+    info["seconds"] = time.perf_counter() - t_start
+    return info
+
+
+def _pg_create() -> str | None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"movierec_bench_{uuid.uuid4().hex[:10]}"
+    try:
+        eng = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with eng.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        eng.dispose()
+    except Exception as exc:  # noqa: BLE001
+        print(f"PostgreSQL unavailable: {exc}", flush=True)
+        return None
+    return make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+
+
+def _pg_drop(url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    eng = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with eng.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    eng.dispose()
+
+
+def render(info: dict) -> str:
+    res = info["results"]
+    conns = sorted({r["connections"] for r in res})
+    out = ["# Serving: requests/s and latency under wrk", "",
+           "Server: `movierec serve --host 127.0.0.1 --workers 1` (README defaults: 1 uvicorn worker, access log on), "
+           "SQLite unless stated. Load: `wrk -t1 -cN -dDs --latency` from another process on 127.0.0.1 (the "
+           "2 cores are shared by wrk and the server). Baseline: a bare FastAPI endpoint returning a constant "
+           "(`bench/bare_app.py`), served with the same `uvicorn.run` arguments in the same run; it is measured "
+           "first and again last. Latencies in ms. Models: synthetic factors of the right shape (k=64).",
+           f"Total run time {info['seconds']:.0f} s.", f"Environment: {info['environment']}.", ""]
+    if "100k" in info:
+        out.append(f"100K: MovieLens 100K imported from {info['100k']['source']}. 60k: synthetic catalogue of "
+                   f"60,000 movies, {info['60k'].get('ratings', '?'):,} ratings by {info['60k']['users']:,} users.")
+        out.append("")
+    for c in conns:
+        rows = [r for r in res if r["connections"] == c]
+        bare = [r["rps"] for r in rows if r["scenario"].startswith("bare")]
+        b = bare[0] if bare else None
+        table = []
+        for r in rows:
+            err = r["non2xx"] + r["socket_errors"]
+            table.append([r["scenario"], f"{r['rps']:.0f}", f"{r['rps'] / b:.2f}" if b else "–",
+                          f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", r["requests"],
+                          err, f"{r['load_avg_1m']:.1f}"])
+        out += [f"## {c} connection{'s' if c > 1 else ''}, {rows[0]['duration_s']:g} s each", "",
+                C.md_table(["scenario", "requests/s", "× bare (first)", "p50", "p90", "p99", "requests",
+                            "errors (non-2xx + socket)", "load avg 1 min after"], table), ""]
+    out += ["Targets (issue): `/predict` throughput >= 0.70 × bare; `/recommend` p99 < 20 ms on 100K and < 50 ms "
+            "on 60k movies.", ""]
+    out += [f"- {n}" for n in info["notes"]]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3 s runs, 8 connections")
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--connections", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--skip-postgres", action="store_true")
+    args = ap.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+    duration, conns = (3.0, [8]) if args.quick else (args.duration, args.connections)
+    info = run(duration, conns, not args.skip_postgres)
+    text = render(info)
+    suffix = "-quick" if args.quick else ""
+    C.write_result(f"serving{suffix}.md", text)
+    (C.RESULTS / f"serving{suffix}.json").write_text(json.dumps(info, indent=1) + "\n")
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
