@@ -153,6 +153,9 @@ class ModelInfo(BaseModel):
     created_at: str | None
     counts: dict[str, Any]
     metrics: dict[str, Any] | None = Field(description="Evaluation metrics recorded by the trainer.")
+    baseline_metrics: dict[str, Any] | None = Field(
+        None, description="The baselines' metrics on the same held-out ratings (global mean + biases; popularity).")
+    refit: Any = Field(None, description="How the published model relates to the evaluated one (trainer's note).")
     data_snapshot: dict[str, Any] | None
     files: list[str] = Field(description="Report images, served at /model/files/{name}.")
 

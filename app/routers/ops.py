@@ -58,6 +58,7 @@ def model_info(state: RequiredStateDep) -> dict[str, object]:
     return {
         "version": model.version, "kind": model.kind, "factors": model.k, "created_at": manifest.get("created_at"),
         "counts": manifest.get("counts", {}), "metrics": manifest.get("metrics"),
+        "baseline_metrics": manifest.get("baseline_metrics"), "refit": manifest.get("refit"),
         "data_snapshot": manifest.get("data_snapshot") or manifest.get("data"), "files": model.report_files(),
     }
 

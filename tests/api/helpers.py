@@ -45,6 +45,7 @@ def manifest_for(tensors: dict[str, np.ndarray], kind: str = "dot", max_rated_at
         "counts": {"users": len(tensors["user_ids"]), "movies": len(tensors["movie_ids"])},
         "data_snapshot": {"rows": 100, "max_rated_at": max_rated_at},
         "metrics": {"rmse": 0.9},
+        "baseline_metrics": {"rmse": 1.0},
         **extra,
     }
 

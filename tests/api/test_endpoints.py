@@ -313,6 +313,7 @@ def test_health_ready_model_and_files(client: TestClient) -> None:
     assert client.get("/ready").json() == {"status": "ready", "database": True, "model_version": 1, "reasons": []}
     info = client.get("/model").json()
     assert info["version"] == 1 and info["metrics"] == {"rmse": 0.9} and info["files"] == ["loss.png"]
+    assert info["baseline_metrics"] == {"rmse": 1.0}
     png = client.get("/model/files/loss.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     for bad in ("..%2Fmanifest.json", "manifest.json", "nope.png", "..%2F..%2Fetc%2Fpasswd"):
