@@ -59,7 +59,7 @@ class FitParams:
     lr: float = 0.01
     wd: float = 0.1
     batch_size: int = 4096
-    bpr_weight: float = 2.0
+    bpr_weight: float = 0.25
     rank_loss: str = "softmax"
     negatives: int = 128
     seed: int = 42
