@@ -190,5 +190,7 @@ def test_the_wheel_builds_from_the_build_context(instructions: list[tuple[str, s
     assert any(n.startswith("migrations/versions/") and n.endswith(".py") for n in names)
     for package in ("app/", "trainer/"):
         assert any(n.startswith(package) for n in names), f"{package} missing from the wheel"
+    static = [p.relative_to(REPO).as_posix() for p in (REPO / "app" / "static").rglob("*") if p.is_file()]
+    assert not set(static) - set(names), "app/static files missing from the wheel"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "movierec = movierec.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
