@@ -81,10 +81,24 @@ def test_fold_in_recovers_planted_factors(tmp_path_factory: pytest.TempPathFacto
     assert solved.source == "fold_in"
 
 
-def test_default_fold_in_penalty_comes_from_the_model_scale(tmp_path: Path) -> None:
-    small = _load(tmp_path / "a", random_dot_tensors(range(1, 50), range(1, 9), scale=0.1))
-    large = _load(tmp_path / "b", random_dot_tensors(range(1, 50), range(1, 9), scale=1.0))
-    assert small.foldin_l2 > 10 * large.foldin_l2  # tighter prior for smaller user factors
+def test_fold_in_prior_is_the_trained_users_distribution(tmp_path: Path) -> None:
+    """Without informative ratings a new user lands on the typical trained user, not on zero."""
+    t = random_dot_tensors(range(1, 200), range(1, 30), k=4, seed=3, scale=0.1)
+    t["user_factors"] += np.array([1.0, -0.5, 0.25, 0.0], dtype=np.float32)  # users share a taste
+    model = _load(tmp_path / "a", t)
+    np.testing.assert_allclose(model.prior_mean[:4], t["user_factors"].mean(axis=0), atol=1e-5)
+    # One rating of a movie whose factors are all zero says (almost) nothing about u: it stays at
+    # the typical user (only the weak factor-bias correlation of the sample moves it), far from 0.
+    t2 = {**t, "movie_factors": t["movie_factors"].copy()}
+    t2["movie_factors"][0] = 0.0
+    model2 = _load(tmp_path / "b", t2)
+    folded = model2.fold_in(np.array([0]), np.array([3.0]))
+    mean = model2.prior_mean[:4]
+    assert np.linalg.norm(folded.vec - mean) < 0.1 * np.linalg.norm(mean)
+    # Tighter prior (larger precision) for a model whose users vary less.
+    wide = _load(tmp_path / "c", random_dot_tensors(range(1, 200), range(1, 9), scale=1.0))
+    narrow = _load(tmp_path / "d", random_dot_tensors(range(1, 200), range(1, 9), scale=0.1))
+    assert np.trace(narrow.prior_precision) > 10 * np.trace(wide.prior_precision)
 
 
 def test_similar_is_cosine_nearest_excluding_itself(tmp_path: Path) -> None:
