@@ -95,21 +95,28 @@ def compose_command() -> list[str]:
                      "(gives `docker-compose`, Compose v2) or the docker compose plugin")
 
 
-def hermetic_env() -> dict[str, str]:
-    """The caller's environment minus settings that would change what the stack does."""
+def hermetic_env(compose_file: Path) -> dict[str, str]:
+    """The caller's environment minus what would change the stack: MOVIEREC_* settings (but the
+    PyPI index, a network setting) and every variable the compose file interpolates (``${NAME}``)."""
+    interpolated = set(re.findall(r"(?<!\$)\$\{?(\w+)", compose_file.read_text()))
     return {k: v for k, v in os.environ.items()
-            if not (k.startswith("MOVIEREC_") and k != "MOVIEREC_PYPI_INDEX_URL") and not k.startswith("COMPOSE_")}
+            if k == "MOVIEREC_PYPI_INDEX_URL"
+            or not (k.startswith(("MOVIEREC_", "COMPOSE_")) or k in interpolated)}
 
 
-def load_compose(compose_file: Path, profiles: Iterable[str] = ()) -> dict[str, Any]:
-    """The compose model as Compose itself resolves it (``config --format json``)."""
+def load_compose(compose_file: Path, profiles: Iterable[str] = (), env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The compose model as Compose itself resolves it (``config --format json``).
+
+    ``env`` is the environment Compose interpolates from (default: ``hermetic_env``); a ``.env``
+    file beside the compose file is never read.
+    """
     with tempfile.NamedTemporaryFile("w", suffix=".env") as empty_env:
         cmd = [*compose_command(), "--file", str(compose_file), "--env-file", empty_env.name]
         for profile in profiles:
             cmd += ["--profile", profile]
         cmd += ["config", "--format", "json"]
-        proc = subprocess.run(cmd, cwd=compose_file.parent, env=hermetic_env(), capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run(cmd, cwd=compose_file.parent, env=hermetic_env(compose_file) if env is None else env,
+                              capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise SmokeError(f"{shlex.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return json.loads(proc.stdout)
@@ -722,6 +729,9 @@ def smoke(compose_file: Path, admin_url: str, timeout: float = 600, ready_timeou
                 stack.stop_all()
         ok = True
         observed["total_seconds"] = round(time.monotonic() - started, 1)
+        timings = ", ".join(f"{k.removesuffix('_seconds')} {v}s" for k, v in observed.items()
+                            if k.endswith("_seconds") and k != "total_seconds")
+        log(f"one-shot services ran: {timings}")
         log(f"compose stack OK in {observed['total_seconds']}s")
         return observed
     except SmokeError as exc:

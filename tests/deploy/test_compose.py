@@ -7,6 +7,7 @@ would see them.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from types import ModuleType
@@ -38,7 +39,7 @@ def test_compose_parser_accepts_the_file(compose_cli: str) -> None:
 
 
 def test_compose_parser_rejects_a_broken_file(compose_cli: str, tmp_path: Path) -> None:
-    """The parser is a real validator: a dependency on a missing service is an error."""
+    """The parser is a real validator: an unknown depends_on condition is an error."""
     broken = (REPO / "docker-compose.yml").read_text().replace("condition: service_completed_successfully",
                                                                "condition: service_finished", 1)
     (tmp_path / "docker-compose.yml").write_text(broken)
@@ -93,10 +94,9 @@ def test_api_healthcheck_restart_and_port(compose: dict[str, Any]) -> None:
     assert api["command"][api["command"].index("--host") + 1] == "0.0.0.0"
 
 
-def test_api_port_is_configurable_for_scaling(smoke_module: ModuleType, compose_cli: str,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("API_PORT", "8000-8002")
-    api = smoke_module.load_compose(REPO / "docker-compose.yml")["services"]["api"]
+def test_api_port_is_configurable_for_scaling(smoke_module: ModuleType, compose_cli: str) -> None:
+    env = {"PATH": os.environ["PATH"], "API_PORT": "8000-8002"}
+    api = smoke_module.load_compose(REPO / "docker-compose.yml", env=env)["services"]["api"]
     assert api["ports"][0]["published"] == "8000-8002"
 
 
@@ -130,18 +130,26 @@ def test_configuration_is_environment_variables_only(compose_all_profiles: dict[
         assert "@db:5432/movierec" in env["MOVIEREC_DATABASE_URL"]
 
 
-def test_settings_pass_through_from_the_callers_environment(smoke_module: ModuleType, compose_cli: str,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_pass_through_from_the_callers_environment(smoke_module: ModuleType, compose_cli: str) -> None:
     """Unset settings stay unset (application defaults); set ones reach every movierec container."""
-    monkeypatch.setattr(smoke_module, "hermetic_env", lambda: {"PATH": "/usr/bin:/bin", "MOVIEREC_LOG_LEVEL": "DEBUG",
-                                                                "POSTGRES_PASSWORD": "s3cret"})
-    model = smoke_module.load_compose(REPO / "docker-compose.yml")
+    env = {"PATH": os.environ["PATH"], "MOVIEREC_LOG_LEVEL": "DEBUG", "POSTGRES_PASSWORD": "s3cret"}
+    model = smoke_module.load_compose(REPO / "docker-compose.yml", env=env)
     for name in MOVIEREC_SERVICES:
-        env = model["services"][name]["environment"]
-        assert env["MOVIEREC_LOG_LEVEL"] == "DEBUG"
-        assert env["MOVIEREC_API_KEY"] is None
-        assert env["MOVIEREC_DATABASE_URL"] == "postgresql+psycopg://movierec:s3cret@db:5432/movierec"
+        resolved = model["services"][name]["environment"]
+        assert resolved["MOVIEREC_LOG_LEVEL"] == "DEBUG"
+        assert resolved["MOVIEREC_API_KEY"] is None
+        assert resolved["MOVIEREC_DATABASE_URL"] == "postgresql+psycopg://movierec:s3cret@db:5432/movierec"
     assert model["services"]["db"]["environment"]["POSTGRES_PASSWORD"] == "s3cret"
+
+
+def test_smoke_run_ignores_the_callers_configuration(smoke_module: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    dropped = {"MOVIEREC_API_KEY", "API_PORT", "POSTGRES_PASSWORD", "TRAIN_INTERVAL_SECONDS", "COMPOSE_FILE"}
+    for name in dropped:
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("MOVIEREC_PYPI_INDEX_URL", "https://mirror.example/simple")
+    env = smoke_module.hermetic_env(REPO / "docker-compose.yml")
+    assert not dropped & set(env)
+    assert env["MOVIEREC_PYPI_INDEX_URL"] == "https://mirror.example/simple" and "PATH" in env
 
 
 def test_every_movierec_service_runs_the_image_built_here(compose_all_profiles: dict[str, Any]) -> None:
