@@ -221,8 +221,10 @@ def movierec_invocations(argv: list[str], env: dict[str, str]) -> list[list[str]
     return []
 
 
-def check_movierec_command(args: list[str], env: dict[str, str] | None = None) -> str | None:
+def check_movierec_command(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> str | None:
     """None if ``movierec ARGS`` names a real command with valid options, else why not.
+
+    ``env`` and ``cwd`` are the environment and directory to run it in (default: this process's).
 
     ``--help`` is eager: click parses every option first (unknown ones fail) and then prints the
     help of the command the arguments lead to. A group's help lists its commands, so a path that
@@ -234,8 +236,8 @@ def check_movierec_command(args: list[str], env: dict[str, str] | None = None) -
         if not found:
             return "the movierec console script is not installed"
         movierec = Path(found)
-    proc = subprocess.run([str(movierec), *args, "--help"], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})})
+    proc = subprocess.run([str(movierec), *args, "--help"], capture_output=True, text=True, timeout=120, cwd=cwd,
+                          env={**(os.environ if env is None else env), "COLUMNS": "200", "NO_COLOR": "1"})
     shown = shlex.join(["movierec", *args])
     if proc.returncode != 0:
         detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
@@ -463,10 +465,12 @@ class Stack:
             invocations = movierec_invocations(svc.compose_argv, svc.env)
             if not invocations:
                 problems.append(f"service {svc.name}: no movierec command in {svc.compose_argv}")
-            checks += [(svc.name, args) for args in invocations]
+            checks += [(svc, args) for args in invocations]
+            svc.cwd.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=4) as pool:
-            verdicts = list(pool.map(lambda check: check_movierec_command(check[1]), checks))
-        for (name, args), why in zip(checks, verdicts, strict=True):
+            verdicts = list(pool.map(lambda c: check_movierec_command(c[1], c[0].env, c[0].cwd), checks))
+        for (svc, args), why in zip(checks, verdicts, strict=True):
+            name = svc.name
             if why:
                 problems.append(f"service {name}: {why}")
             else:
