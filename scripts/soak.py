@@ -36,9 +36,29 @@ def cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def merge(rows: list[dict]) -> list[dict]:
+    """One row per variant family: 'load X (a)' + 'load X (b)' with the same outcome -> 'load X (a, b)'."""
+    merged: dict[tuple[str, str, str], dict] = {}
+    for row in rows:
+        tried = row["tried"]
+        base, variant = (tried[:-1].split(" (", 1) if tried.endswith(")") and " (" in tried else (tried, ""))
+        key = (row["area"], base, row["held"])
+        if key in merged:
+            merged[key]["times"] += row["times"]
+            merged[key]["variants"].append(variant)
+        else:
+            merged[key] = {**row, "base": base, "variants": [variant]}
+    out = []
+    for row in merged.values():
+        variants = [v for v in row["variants"] if v]
+        tried = f"{row['base']} ({', '.join(variants)})" if variants else row["base"]
+        out.append({**row, "tried": tried})
+    return out
+
+
 def table(rows: list[dict], failures: list[tuple[str, str]], header: str) -> str:
     lines = [header, "", "| Area | What was tried | Times | What held |", "|---|---|---:|---|"]
-    for row in rows:
+    for row in merge(rows):
         lines.append(f"| {cell(row['area'])} | {cell(row['tried'])} | {row['times']} | {cell(row['held'])} |")
     if failures:
         lines += ["", f"**{len(failures)} test(s) failed** (each is a finding; see the test for the property):", ""]

@@ -192,10 +192,15 @@ def test_injection_looking_inputs_are_harmless(shared_server: Server, shared_sta
 # -- sizes ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path,params", [("/movies", {"query": "a\x00b"}), ("/movies", {"genre": "\x00"}),
-                                         ("/popular", {"genre": "\x00"}), ("/recommend", {"user_id": 3, "genre": "\x00"})])
-def test_nul_bytes_in_text_params_are_a_client_error(shared_server: Server, path: str, params: dict) -> None:
-    """PostgreSQL text cannot hold NUL: the request is invalid (4xx), not a database outage (503)."""
+BAD_VALUES = [("/movies", {"query": "a\x00b"}), ("/movies", {"genre": "\x00"}), ("/popular", {"genre": "\x00"}),
+              ("/recommend", {"user_id": 3, "genre": "\x00"}), ("/users/1/ratings", {"offset": str(10**30)}),
+              ("/users/1/ratings", {"offset": str(2**63)}), ("/movies", {"offset": str(10**30)})]
+
+
+@pytest.mark.parametrize("path,params", BAD_VALUES, ids=[f"{p} {list(q.values())[-1][:12]!r}" for p, q in BAD_VALUES])
+def test_unusable_values_are_a_client_error(shared_server: Server, path: str, params: dict) -> None:
+    """A NUL character (PostgreSQL text cannot hold it) or an offset past BIGINT is the client's error:
+    4xx with a documented body, not a 503 that says the database is down (and pages someone)."""
     r = httpx.get(shared_server.url + path, params=params, timeout=30)
     assert r.status_code in (200, 422), f"{path} {params!r}: {r.status_code} {r.text[:200]}"
     assert_no_leak(r)

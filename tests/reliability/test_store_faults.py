@@ -75,20 +75,23 @@ def test_store_refuses_corrupt_version_and_rolls_back(tmp_path: Path, name: str)
     record("model store", f"load a corrupt version ({name})", 1, "refused, rollback to the good version")
 
 
-@pytest.mark.parametrize("stray", ["symlink", "file"])
+@pytest.mark.parametrize("stray", ["symlink", "file", "non-ASCII digit dir"])
 def test_publish_succeeds_past_a_stray_numbered_entry(tmp_path: Path, stray: str) -> None:
-    """A numbered entry that is not a version (a symlink the store refuses, a stray file) must not
-    block every later publish: the trainer would fail forever with "store unchanged"."""
+    """An entry with a numeric name that is not a version (a symlink the store refuses, a stray file,
+    a directory named with a non-ASCII digit such as '²') must neither break reading the store nor
+    block every later publish (the trainer would fail forever with "store unchanged")."""
     store_root = tmp_path / "models"
     assert publish_synthetic(store_root, n_users=N_USERS, n_movies=N_MOVIES) == 1
-    entry = store_root / "2"
     if stray == "symlink":
         (tmp_path / "elsewhere").mkdir()
-        entry.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+        (store_root / "2").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    elif stray == "file":
+        (store_root / "2").write_text("not a version")
     else:
-        entry.write_text("not a version")
+        (store_root / "\u00b2").mkdir()  # '²'.isdigit() is True, int('²') raises
+    assert ModelStore(store_root).versions() == [1]
     version = publish_synthetic(store_root, n_users=N_USERS, n_movies=N_MOVIES, seed=3)
-    assert version > 2 and ModelStore(store_root).load().version == version
+    assert version >= 2 and ModelStore(store_root).load().version == version
 
 
 def _served_version(url: str) -> int:
@@ -130,7 +133,8 @@ def test_running_api_refuses_each_corrupt_version_and_keeps_serving(stack: Stack
             assert time.monotonic() < deadline, f"version {new} not served within 15 s:\n{server.log()}"
             time.sleep(0.1)
     record("model store + API", "corrupt version published while serving (all kinds in turn)", len(CORRUPTIONS),
-           f"{refused} refused with the reason, old version kept serving; next good version picked up by itself")
+           f"{refused} refused with the reason (the symlinked version dir is not even listed), old version kept "
+           "serving; next good version picked up by itself")
 
 
 def test_restart_with_corrupt_current_version_serves_newest_good_one(stack: Stack, tmp_path: Path) -> None:
