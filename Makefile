@@ -49,5 +49,8 @@ run: setup
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+smoke: install
+	$(PY) scripts/compose_smoke.py
+
 clean:
 	rm -rf var .pytest_cache

@@ -116,8 +116,24 @@ class ModelRegistry:
     def reload(self, version: int | None = None, force: bool = False) -> ReloadResult:
         """Load ``version`` (default: the store's current one), validate it and swap it in.
 
-        On any failure the old model keeps serving and the error is recorded and returned.
+        On any failure the old model keeps serving and the error is recorded and returned. With no
+        model served yet (a start while CURRENT names a damaged version), the newest version that
+        loads is served instead, so one bad version cannot keep the service down.
         """
+        result = self._reload_one(version, force)
+        if result.error is None or self.model is not None or version is not None:
+            return result
+        failed = result.error
+        for older in reversed(self.store.versions()):
+            if older in self._refused:
+                continue
+            fallback = self._reload_one(older, force)
+            if fallback.changed:
+                log.warning("serving version %s instead: %s", older, failed)
+                return fallback
+        return result
+
+    def _reload_one(self, version: int | None, force: bool) -> ReloadResult:
         with self._load_lock:
             previous = self.model.version if self.model is not None else None
             try:

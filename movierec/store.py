@@ -156,9 +156,15 @@ class ModelStore:
             return []
         found = []
         for entry in self.root.iterdir():
-            if entry.name.isdigit() and entry.is_dir() and not entry.is_symlink():
+            if _is_version_name(entry.name) and entry.is_dir() and not entry.is_symlink():
                 found.append(int(entry.name))
         return sorted(found)
+
+    def _next_version(self) -> int:
+        # Past every numbered entry, not only valid versions: a stray file or symlink named "7"
+        # would otherwise make every later publish fail on the rename.
+        taken = [int(e.name) for e in self.root.iterdir() if _is_version_name(e.name)] if self.root.is_dir() else []
+        return max(taken, default=0) + 1
 
     def current_version(self) -> int | None:
         """The version to serve: the one named in CURRENT if it still exists, else the highest."""
@@ -265,7 +271,7 @@ class ModelStore:
         arrays = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
         with self.lock():
             self._remove_stale_tmp()
-            version = (self.versions() or [0])[-1] + 1
+            version = self._next_version()
             tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.root))
             try:
                 full = {
@@ -351,6 +357,11 @@ class ModelStore:
             else:
                 with contextlib.suppress(OSError):
                     entry.unlink()
+
+
+def _is_version_name(name: str) -> bool:
+    # str.isdigit() is also true for "²" and other non-ASCII digits, which int() refuses.
+    return name.isascii() and name.isdigit()
 
 
 def _fsync(path: Path) -> None:

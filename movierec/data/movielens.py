@@ -219,6 +219,9 @@ def _parse_lines(path: Path, lines: list[str], offset: int, sep: str, default_ti
         fields = text.split(sep)
         if len(fields) not in (3, 4):
             raise DataFormatError(path, i, f"expected 3 or 4 fields, found {len(fields)}")
+        if not text.isascii() or "_" in text:
+            # int() and float() also take "1_0" and non-ASCII digits; no MovieLens file has them.
+            raise DataFormatError(path, i, f"not numbers: {text[:80]!r}")
         try:
             users[k] = int(fields[0])
             movies[k] = int(fields[1])
