@@ -145,7 +145,7 @@ def render(res: dict) -> str:
            f"Seeds: {res['seeds']} (training seeds; the splits are fixed). Cells are mean ± sample sd over the "
            f"seeds; deterministic systems ran once (marked ¹). Total run time {res['seconds']:.0f} s.",
            f"Environment: {res['environment']}.", ""]
-    out += [f"- {n_}" for n_ in res["notes"]]
+    out += [f"- {n_}" for n_ in res["notes"]] + [""]
     # rating table
     base = sysd.get("global mean")
     base_rmse = np.mean(_vals(base, "rmse")) if base else None

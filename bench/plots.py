@@ -29,9 +29,9 @@ def _plt():  # noqa: ANN202
 
 def accuracy(res: dict, out: Path) -> None:
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
     for ax, key, title, better in ((axes[0], "rmse", "RMSE, random 10 % held out", "lower"),
-                                   (axes[1], "ndcg@10", "NDCG@10, each user's latest 20 % held out", "higher")):
+                                   (axes[1], "ndcg@10", "NDCG@10, latest 20 % per user held out", "higher")):
         names, means, sds = [], [], []
         for name, e in res["systems"].items():
             vals = [r[key] for r in e["runs"] if key in r]

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="smoke check: every part with --quick")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     ap.add_argument("--skip-postgres", action="store_true")
+    ap.add_argument("--torch-threads", type=int, default=None, help="passed to the accuracy and speed parts")
     args = ap.parse_args(argv)
     suffix = "-quick" if args.quick else ""
     env = {**os.environ, "PYTHONPATH": str(C.ROOT)}
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
         cmd = [sys.executable, "-m", f"bench.{part}"] + (["--quick"] if args.quick else [])
         if part == "serving" and args.skip_postgres:
             cmd.append("--skip-postgres")
+        if part in ("accuracy", "speed") and args.torch_threads is not None:
+            cmd += ["--torch-threads", str(args.torch_threads)]
         print(f"\n=== {' '.join(cmd[1:])} ===", flush=True)
         t0 = time.perf_counter()
         rc = subprocess.call(cmd, cwd=C.ROOT, env=env)

@@ -9,6 +9,13 @@ numpy and torch imported and the rating arrays loaded, training nothing.
 
 Ratings/s = ratings x epochs / wall-clock seconds of the training call (after the data is in
 memory: Surprise's trainset construction is timed separately and reported beside it).
+
+Threads: Surprise's SGD is single-threaded, and by default the torch systems are pinned to one
+thread too (``--torch-threads 1``; the trainer's ``set_threads()`` is overridden in the worker), so
+the rows compare per-core throughput. On a shared 2-core machine two OpenMP threads stall each
+other whenever one is descheduled: measured here at load average 5-10, ours ran at 50k ratings/s
+with 2 threads against 339k with 1, and timed out at 5M. ``--torch-threads 0`` measures each
+system's own choice (the trainer: every core).
 """
 
 from __future__ import annotations
@@ -92,7 +99,8 @@ def worker(system: str, n: int, epochs: int, factors: int, threads: int = 0) -> 
     else:
         raise SystemExit(f"unknown system {system}")
     out["ratings_per_s"] = n * epochs / out["train_s"]
-    out["threads"] = torch.get_num_threads()  # after training: what the system actually used
+    # after training: what the system actually used (Surprise's SGD is a single-threaded Cython loop)
+    out["threads"] = 1 if system == "Surprise SVD" else torch.get_num_threads()
     out["load_avg_1m_end"] = os.getloadavg()[0]
     return out
 
@@ -273,8 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--surprise-max", type=float, default=5e6, help="largest size Surprise SVD runs at")
     ap.add_argument("--factors", type=int, default=50)
     ap.add_argument("--timeout", type=float, default=600, help="seconds per (system, size) process")
-    ap.add_argument("--torch-threads", type=int, default=0,
-                    help="pin torch threads in the torch systems (0: their own choice; the trainer uses every core)")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="torch threads in the torch systems (default 1, like Surprise; 0: their own choice, "
+                         "the trainer then uses every core)")
     args = ap.parse_args(argv)
     if args.worker:
         a = json.loads(args.worker)

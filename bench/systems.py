@@ -276,7 +276,8 @@ class FastaiRecipe(System):
         self.ub = torch.nn.Parameter(torch.randn(n, generator=g) * 0.01)
         self.mb = torch.nn.Parameter(torch.randn(m, generator=g) * 0.01)
         params = [self.uf, self.mf, self.ub, self.mb]
-        opt = torch.optim.AdamW(params, lr=self.lr, betas=(0.95, 0.99), eps=1e-5, weight_decay=self.wd)
+        opt = torch.optim.AdamW(params, lr=self.lr, betas=(0.95, 0.99), eps=1e-5, weight_decay=self.wd,
+                                foreach=True)  # same numbers as the default loop, ~2x faster here
         r = len(train)
         steps = math.ceil(r / self.bs) * self.epochs
         sched = torch.optim.lr_scheduler.OneCycleLR(
