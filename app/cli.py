@@ -16,10 +16,11 @@ def serve(
     """Serve the HTTP API (configured by MOVIEREC_* environment variables)."""
     import uvicorn
 
+    from app.server import LimitedHttpToolsProtocol
     from movierec.settings import get_settings
 
     settings = get_settings()
     uvicorn.run(
         "app.main:create_app", factory=True, host=host, port=port, workers=workers,
-        log_level=settings.log_level.lower(), access_log=access_log,
+        log_level=settings.log_level.lower(), access_log=access_log, http=LimitedHttpToolsProtocol,
     )

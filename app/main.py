@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -31,6 +34,7 @@ from .middleware import BodySizeLimitMiddleware, MetricsMiddleware
 from .model_registry import ModelRegistry
 from .popularity import Popularity
 from .routers import admin, movies, ops, predict, ratings, recommend
+from .schemas import ErrorDetail
 
 log = logging.getLogger("app")
 
@@ -94,6 +98,17 @@ def _json_error(status_code: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status_code)
 
 
+def _finite(value: object) -> object:
+    """``value`` with NaN and infinities replaced by their names, so it can be sent as JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     """Database failures -> 503, constraint conflicts -> 409, anything else -> 500; never a trace."""
 
@@ -105,11 +120,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.error("database error: %s", exc)
         return _json_error(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable, try again later")
 
+    async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
+        # FastAPI's own handler echoes the offending input, and JSON has no NaN or Infinity: a body
+        # such as {"rating": NaN} (which Python's JSON parser accepts) made rendering the 422 fail.
+        errors = jsonable_encoder(exc.errors())  # type: ignore[attr-defined]
+        return JSONResponse({"detail": _finite(errors)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return _json_error(status.HTTP_500_INTERNAL_SERVER_ERROR, "internal server error")
 
     handlers: list[tuple[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]]] = [
+        (RequestValidationError, invalid_request),
         (sa_exc.IntegrityError, integrity),
         (sa_exc.OperationalError, database_down),
         (sa_exc.InterfaceError, database_down),
@@ -134,6 +156,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "`X-API-Key` header when the server has an API key."
         ),
         lifespan=lifespan,
+        # Raised before any route runs (body parsing, size limit), so documented for every route.
+        responses={
+            400: {"model": ErrorDetail, "description": "The body is not valid UTF-8 or JSON"},
+            413: {"model": ErrorDetail, "description": "Body over MOVIEREC_MAX_BODY_BYTES"},
+        },
     )
     app.state.settings = settings
     app.state.metrics = Metrics()

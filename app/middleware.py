@@ -22,7 +22,7 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than {limit} bytes")
 
 
-async def _send_json(send: Send, status: int, detail: str) -> None:
+async def _send_json(send: Send, status: int, detail: object) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
@@ -31,7 +31,8 @@ async def _send_json(send: Send, status: int, detail: str) -> None:
 
 class BodySizeLimitMiddleware:
     """413 for bodies over ``max_bytes``: from Content-Length up front, and counted while streaming
-    (chunked requests carry no length, and a client may lie about it)."""
+    (chunked requests carry no length, and a client may lie about it). Also 422 for a NUL in the
+    URL, the one other request check that must happen before any route runs."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -40,6 +41,13 @@ class BodySizeLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        # No text column can hold NUL (PostgreSQL refuses it outright): say so instead of letting
+        # it surface as a database error.
+        if b"%00" in scope.get("query_string", b"") or "\x00" in scope.get("path", ""):
+            # In the shape of FastAPI's validation errors, which is what 422 documents.
+            await _send_json(send, 422, [{"loc": ["query"], "msg": "NUL characters are not allowed in the URL",
+                                          "type": "value_error"}])
             return
         for name, value in scope["headers"]:
             if name == b"content-length":

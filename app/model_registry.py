@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from movierec.store import MANIFEST_FILE, WEIGHTS_FILE, CorruptModelError, ModelStore, StoreError
@@ -158,7 +159,12 @@ class ModelRegistry:
                 return self._failed(version, previous, f"model version {version} refused: {exc}",
                                     corrupt=isinstance(exc, CorruptModelError))
             except Exception as exc:  # noqa: BLE001 - e.g. database down: transient, retried next tick
-                return self._failed(version, previous, f"model version {version} not loaded: {exc}", corrupt=False)
+                # The reason is shown on /ready: name the failing part, keep driver messages and SQL
+                # in the log only.
+                log.error("loading model version %s failed: %s", version, exc)
+                what = "the database failed" if isinstance(exc, sa_exc.SQLAlchemyError) else type(exc).__name__
+                return self._failed(version, previous, f"model version {version} not loaded: {what} (see the log)",
+                                    corrupt=False)
             self.state = state  # the one atomic swap
             self._refused.pop(version, None)
             self.last_error = None

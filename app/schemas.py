@@ -178,3 +178,9 @@ class Readiness(BaseModel):
     database: bool
     model_version: int | None
     reasons: list[str]
+
+
+class ErrorDetail(BaseModel):
+    """An error that is not a field validation: the reason in words."""
+
+    detail: str = Field(examples=["request body larger than 1048576 bytes"])

@@ -73,7 +73,7 @@ def list_ratings(
     session: SessionDep,
     user_id: UserPath,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> list[dict[str, object]]:
     """A user's ratings, newest first (empty list for a user without ratings)."""
     return [{"user_id": u, "movie_id": m, "rating": r, "rated_at": t}
