@@ -67,7 +67,9 @@ def client_loop(url: str, thread: int, cycle: int, ledger: Ledger, stop: threadi
 
 
 def test_sigkill_under_concurrent_writes_loses_nothing_acknowledged(stack: Stack) -> None:
-    rng = random.Random(int(time.time()))
+    seed = int(time.time())
+    print(f"random seed {seed}")  # shown with a failure
+    rng = random.Random(seed)
     cycles = knob("api_kill_cycles", 2, 10)
     threads = knob("api_kill_threads", 8, 16)
     ledger = Ledger()

@@ -134,7 +134,11 @@ def test_database_outage_and_recovery_without_restart(stack: Stack, mode: str) -
                     # the process must stay responsive and answer every hung request with 503 in the end.
                     with ThreadPoolExecutor(8) as pool:
                         started = time.monotonic()
-                        hung = [pool.submit(writer.post, httpx.Client(), 60) for _ in range(6)]
+                        def post_on_own_connection() -> int:
+                            with httpx.Client() as own:
+                                return writer.post(own, 60)
+
+                        hung = [pool.submit(post_on_own_connection) for _ in range(6)]
                         hung.append(pool.submit(lambda: client.get(server.url + "/ready", timeout=60).status_code))
                         time.sleep(0.5)
                         health = client.get(server.url + "/health", timeout=5)

@@ -209,7 +209,7 @@ def test_cli_import_sigkilled_midway_is_all_or_nothing(postgres_admin_url: str, 
                                    "AND pid <> pg_backend_pid() AND query ~* '^(COPY|INSERT|CREATE TEMP|SELECT)'")[0][0]:
                 assert proc.poll() is None and time.monotonic() < deadline, "the import never reached the database"
                 time.sleep(0.02)
-            time.sleep(rng.uniform(0, 1.5))
+            time.sleep(rng.uniform(0, 1.5 if rows < 300_000 else 12))  # soak: up to the end of the import
             kill_group(proc, signal.SIGKILL)
             proc.wait(timeout=30)
             for _ in range(100):  # the server ends the dead client's session when it notices the socket closed

@@ -17,10 +17,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import httpx
+import pytest
 
 from .conftest import API_KEY, N_MOVIES, N_USERS, Stack
 from .harness import db_rows, knob, record, running_server
 
+pytest.importorskip("psutil", reason="psutil is not installed (it belongs in the test extra)")
 KEY = {"X-API-Key": API_KEY}
 WRITE_BASE = 50_000
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 import pytest
+
+psutil = pytest.importorskip("psutil", reason="psutil is not installed (it belongs in the test extra)")
 
 from movierec.store import ModelStore
 
@@ -137,6 +138,7 @@ def run_forked_publish(store: Path, seed: int, keep: int, stop: int) -> tuple[st
 
 def test_kill_at_every_publish_step(stack: Stack) -> None:
     """A publishing process SIGKILLed before each filesystem step of publish (pruning included)."""
+    print(f"random seed {SEED}")  # shown with a failure: rerun the same kill order
     rng = random.Random(SEED)
     rounds = knob("publish_kill_rounds", 3, 30)
     store = stack.store
@@ -185,6 +187,7 @@ def test_kill_at_every_publish_step(stack: Stack) -> None:
 
 def test_real_trainer_killed_at_random_points(stack: Stack, tmp_path: Path) -> None:
     """`movierec train` SIGKILLed at a random moment of training, and frozen+killed inside publish."""
+    print(f"random seed {SEED + 1}")
     rng = random.Random(SEED + 1)
     udata = write_udata(tmp_path / "ml" / "u.data", n_users=60, n_movies=N_MOVIES, per_user=15)
     train_args = ["train", "--source", str(udata), "--epochs", "3", "--factors", "4", "--force"]
