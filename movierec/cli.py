@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -54,6 +55,19 @@ def database_errors(url: str) -> Iterator[None]:
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise fail(f"database {_safe_url(url)}: {reason}") from None
+
+
+@contextmanager
+def database(url: str) -> Iterator[Engine]:
+    """An engine on ``url`` for one command; database errors become one clear line."""
+    from movierec.db.engine import make_engine
+
+    with database_errors(url):
+        engine = make_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 @contextmanager
@@ -104,16 +118,10 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 @db_app.command("current")
 def db_current() -> None:
     """Print the database's migration revision and the newest one the code knows."""
-    from movierec.db.engine import make_engine
     from movierec.db.migrate import current_revision, head_revision
 
-    url = get_settings().database_url
-    with database_errors(url):
-        engine = make_engine(url)
-        try:
-            current = current_revision(engine)
-        finally:
-            engine.dispose()
+    with database(get_settings().database_url) as engine:
+        current = current_revision(engine)
     head = head_revision()
     typer.echo(f"current: {current or '(empty database)'}  head: {head}")
     if current != head:
@@ -125,19 +133,12 @@ def db_stats() -> None:
     """Print how many movies, ratings and users the database holds (JSON)."""
     from sqlalchemy import distinct, func, select
 
-    from movierec.db.engine import make_engine
     from movierec.db.schema import Movie, Rating
 
-    url = get_settings().database_url
-    with database_errors(url):
-        engine = make_engine(url)
-        try:
-            with engine.connect() as conn:
-                movies = conn.execute(select(func.count()).select_from(Movie)).scalar_one()
-                ratings = conn.execute(select(func.count()).select_from(Rating)).scalar_one()
-                users = conn.execute(select(func.count(distinct(Rating.user_id)))).scalar_one()
-        finally:
-            engine.dispose()
+    with database(get_settings().database_url) as engine, engine.connect() as conn:
+        movies = conn.execute(select(func.count()).select_from(Movie)).scalar_one()
+        ratings = conn.execute(select(func.count()).select_from(Rating)).scalar_one()
+        users = conn.execute(select(func.count(distinct(Rating.user_id)))).scalar_one()
     typer.echo(json.dumps({"movies": movies, "ratings": ratings, "users": users}))
 
 
@@ -195,17 +196,12 @@ def _run_import(kind: str, path: Path, if_empty: bool = False) -> None:
 
     from movierec.data.importer import import_movielens, import_ratings
     from movierec.data.movielens import DataFormatError, detect_layout
-    from movierec.db.engine import make_engine
     from movierec.db.schema import Rating
 
     url = get_settings().database_url
     if if_empty:
-        engine = make_engine(url)
-        try:
-            with database_errors(url), engine.connect() as conn:
-                has_ratings = conn.execute(select(Rating.user_id).limit(1)).first() is not None
-        finally:
-            engine.dispose()
+        with database(url) as engine, engine.connect() as conn:
+            has_ratings = conn.execute(select(Rating.user_id).limit(1)).first() is not None
         if has_ratings:
             typer.echo("the database already holds ratings; nothing imported (--if-empty)")
             return
@@ -214,15 +210,12 @@ def _run_import(kind: str, path: Path, if_empty: bool = False) -> None:
         size = ratings_file.stat().st_size if ratings_file.is_file() else 0
     except DataFormatError as exc:
         raise fail(str(exc)) from None
-    engine = make_engine(url)
     try:
-        with database_errors(url), byte_progress(size, f"importing {ratings_file.name}") as hook:
+        with database(url) as engine, byte_progress(size, f"importing {ratings_file.name}") as hook:
             run = import_movielens if kind == "movielens" else import_ratings
             result = run(engine, path, on_bytes=hook)
     except (DataFormatError, UnicodeDecodeError) as exc:
         raise fail(f"{exc}; nothing was imported") from None
-    finally:
-        engine.dispose()
     typer.echo(result.summary())
 
 
