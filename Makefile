@@ -13,7 +13,7 @@ PORT ?= 8000
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
-.PHONY: run setup install db data import train serve test smoke bench soak clean help
+.PHONY: run setup install db data import train serve test smoke bench bench-deps bench-quick bench-accuracy bench-speed bench-serving bench-plots soak clean help
 
 help:
 	@echo "make run    set up (venv, database, MovieLens 100K, model) and serve on http://$(HOST):$(PORT)"
@@ -48,6 +48,30 @@ run: setup
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	rm -f $(VENV)/.bench-installed-*
+	touch $@
+
+bench-deps: $(BENCH_STAMP)
+	@command -v wrk >/dev/null || { echo "the serving benchmark needs wrk: apt-get install -y wrk"; exit 1; }
+
+# All parts (accuracy, training speed and memory, serving), about 15 minutes on 2 cores.
+bench: bench-deps data
+	$(PY) -m bench.run_all $(BENCH_ARGS)
+
+bench-quick: bench-deps data
+	$(PY) -m bench.run_all --quick $(BENCH_ARGS)
+
+bench-accuracy bench-speed bench-serving: bench-deps data
+	$(PY) -m bench.$(@:bench-%=%) $(BENCH_ARGS)
+
+bench-plots: bench-deps
+	$(PY) -m bench.plots
 
 smoke: install
 	$(PY) scripts/compose_smoke.py
