@@ -1,43 +1,83 @@
-"""Quick accuracy check on MovieLens 100K: RMSE (random 10 %) and NDCG@10 (per-user latest 20 %).
+"""Accuracy sweep of the ``dot`` trainer on MovieLens 100K: RMSE (random 10 %) and NDCG@10 (per-user latest 20 %).
 
-usage: .venv/bin/python bench/accuracy_dot.py [/tmp/ml100k] [key=value ...]   (keys of trainer.fit.FitParams)
+Each protocol trains its own model on its own split with the same parameters, exactly as
+``trainer.pipeline.evaluate`` does. One JSON line per (settings, seed) is printed (and appended to
+``--out`` when given), then the mean and spread over seeds.
+
+usage: .venv/bin/python bench/accuracy_dot.py [/tmp/ml100k] [seeds=42,43,44] [key=value ...]
+       (keys of trainer.fit.FitParams; tuples comma-separated)
 """
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 
+import numpy as np
+
 from trainer.data import load_files
 from trainer.fit import FitParams, fit
-from trainer.metrics import BiasBaseline, popularity_scores, ranking_metrics, rating_metrics
+from trainer.metrics import ranking_metrics, rating_metrics
 from trainer.split import latest_split, random_split
 
-args = sys.argv[1:]
-src = args.pop(0) if args and "=" not in args[0] else "/tmp/ml100k"
-kw = {}
-for a in args:
-    k, v = a.split("=", 1)
-    kw[k] = type(getattr(FitParams, k))(v) if not isinstance(getattr(FitParams, k), tuple) else tuple(map(float, v.split(",")))
-params = FitParams(**kw)
-data = load_files(src)
-mask = random_split(data)
-tr, te = data.subset(~mask), data.subset(mask)
-t0 = time.perf_counter()
-model, hist = fit(tr, params, te)
-t1 = time.perf_counter()
-print("rmse", rating_metrics(model.predict(te.user, te.movie), te.rating), f"{t1-t0:.1f}s",
-      "curve", [round(x, 4) for x in hist.valid_rmse])
-base = BiasBaseline().fit(tr)
-print("baseline", rating_metrics(base.predict(te.user, te.movie), te.rating))
-import os
-if os.environ.get("SKIP_RANK"): sys.exit(0)
-mask = latest_split(data)
-tr, te = data.subset(~mask), data.subset(mask)
-t0 = time.perf_counter()
-model, hist = fit(tr, params)
-t1 = time.perf_counter()
-print("rank", ranking_metrics(tr, te, model.rank_scores), f"{t1-t0:.1f}s")
-pop = popularity_scores(tr)
-import numpy as np
-print("pop", ranking_metrics(tr, te, lambda u: np.broadcast_to(pop, (len(u), len(pop)))))
-print("rank-by-rating", ranking_metrics(tr, te, lambda u: model.user_factors.data[u] @ model.movie_factors.data.T + model.movie_bias.data))
+
+def parse(args: list[str]) -> tuple[str, list[int], dict, str | None]:
+    src, seeds, kw, out = "/tmp/ml100k", [42], {}, None
+    if args and "=" not in args[0]:
+        src = args.pop(0)
+    for a in args:
+        k, v = a.split("=", 1)
+        if k == "seeds":
+            seeds = [int(x) for x in v.split(",")]
+        elif k == "out":
+            out = v
+        else:
+            d = getattr(FitParams, k)
+            kw[k] = tuple(type(d[0])(x) for x in v.split(",")) if isinstance(d, tuple) else type(d)(v)
+    return src, seeds, kw, out
+
+
+def run(data, params: FitParams, skip_rank: bool = False) -> dict:
+    row: dict = {}
+    mask = random_split(data)
+    tr, te = data.subset(~mask), data.subset(mask)
+    t0 = time.perf_counter()
+    model, _ = fit(tr, params)
+    row["fit_s"] = time.perf_counter() - t0
+    row["rmse"] = rating_metrics(model.predict(te.user, te.movie), te.rating)["rmse"]
+    if skip_rank:
+        return row
+    mask = latest_split(data)
+    tr, te = data.subset(~mask), data.subset(mask)
+    t0 = time.perf_counter()
+    model, _ = fit(tr, params)
+    row["fit_s"] += time.perf_counter() - t0
+    m = ranking_metrics(tr, te, model.rank_scores)
+    row.update({k: m[k] for k in ("ndcg@10", "recall@10", "hr@10")})
+    row["rank_scale"] = model.rank_scale
+    return row
+
+
+def main() -> None:
+    src, seeds, kw, out = parse(sys.argv[1:])
+    data = load_files(src)
+    rows = []
+    for seed in seeds:
+        params = FitParams(**{**kw, "seed": seed})
+        row = {"settings": kw, "seed": seed, **run(data, params, bool(os.environ.get("SKIP_RANK")))}
+        rows.append(row)
+        line = json.dumps(row)
+        print(line, flush=True)
+        if out:
+            with open(out, "a") as f:
+                f.write(line + "\n")
+    if len(rows) > 1:
+        for k in ("rmse", "ndcg@10", "recall@10", "hr@10", "fit_s"):
+            if k in rows[0]:
+                v = np.array([r[k] for r in rows])
+                print(f"{k:10s} mean {v.mean():.4f}  min {v.min():.4f}  max {v.max():.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -26,14 +26,14 @@ class ModelKind(str, Enum):
 
 
 def train(
-    model: Annotated[ModelKind, typer.Option("--model", help="dot: biased MF + BPR ranking; nn: embeddings + MLP.")] =
+    model: Annotated[ModelKind, typer.Option("--model", help="dot: biased MF + sampled-softmax ranking; nn: embeddings + MLP.")] =
     ModelKind.dot,
     factors: Annotated[Optional[int], typer.Option(min=1, help="Latent factors (default per model).")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of each fit (default per model).")] = None,
     lr: Annotated[Optional[float], typer.Option(min=0.0, help="Peak learning rate of the one-cycle schedule.")] = None,
     wd: Annotated[Optional[float], typer.Option(min=0.0, help="L2 / weight decay.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Ratings per minibatch.")] = None,
-    bpr_weight: Annotated[Optional[float], typer.Option(min=0.0, help="Weight of the BPR ranking loss (0: off).")] =
+    bpr_weight: Annotated[Optional[float], typer.Option(min=0.0, help="Weight of the ranking loss (0: off).")] =
     None,
     seed: Annotated[int, typer.Option(help="Training seed: same seed + same data -> identical model.")] = 42,
     force: Annotated[bool, typer.Option("--force", help="Publish even if the quality gate refuses.")] = False,

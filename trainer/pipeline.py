@@ -110,12 +110,16 @@ def train_and_publish(
         "y_range": list(params.y_range),
         "rating_scale": list(RATING_SCALE),
         "global_bias": model.global_bias,
+        # dot: the scale a of the ranking logits a (u·m) + rb during training; the exported
+        # rank_bias is already rb / a, so serving needs no scale (recorded for inspection).
+        "rank_scale": float(getattr(model, "rank_scale", 1.0)),
         "counts": {"users": data.n_users, "movies": data.n_movies, "ratings": len(data)},
         "metrics": metrics,
         "baseline_metrics": baselines,
         "evaluation": evaluation_protocol(),
         "params": params.to_dict(),
         "data": data.snapshot(),
+        "data_snapshot": data.snapshot(),
         "source": source,
         "code_version": movierec.__version__,
         "refit": REFIT,

@@ -81,7 +81,8 @@ def test_pipeline_publishes_with_metrics_report_and_refit(tmp_path: Path, synth,
         assert key in man["metrics"] and key in man["baseline_metrics"]
     assert man["metrics"]["rmse"] < man["baseline_metrics"]["rmse"]
     assert man["metrics"]["ndcg@10"] > man["baseline_metrics"]["ndcg@10"]
-    assert man["data"] == synth.snapshot()
+    assert man["data"] == man["data_snapshot"] == synth.snapshot()
+    assert isinstance(man["rank_scale"], float) and man["rank_scale"] > 0
     assert man["counts"]["ratings"] == len(synth)
     assert "refit" in man and man["evaluation"] == evaluation_protocol()
     assert (art.path / "curves.png").stat().st_size > 1000

@@ -71,3 +71,60 @@ def test_one_cycle_shape() -> None:
     assert lrs[0] == pytest.approx(1 / 25)
     assert max(lrs) == pytest.approx(1.0, rel=1e-2)
     assert lrs[-1] == pytest.approx(1e-4)
+
+
+def test_positive_weights_modes(synth) -> None:
+    from trainer.fit import FitParams, positive_weights
+
+    base = FitParams(rank_recency=0.0)
+    assert np.all(positive_weights(synth, dataclasses.replace(base, rank_positives="all")) == 1)
+    liked = positive_weights(synth, dataclasses.replace(base, rank_positives="liked"))
+    assert np.all(liked[synth.rating < 4] == 0) and np.all(liked[synth.rating >= 4] > 0)
+    assert liked.mean() == pytest.approx(1.0, rel=1e-5)
+    with pytest.raises(ValueError, match="rank_positives"):
+        positive_weights(synth, dataclasses.replace(base, rank_positives="nope"))
+
+
+def test_recency_weights_grow_with_position_in_each_users_history(synth) -> None:
+    from trainer.fit import FitParams, positive_weights
+
+    c = positive_weights(synth, FitParams(rank_positives="all", rank_recency=1.0))
+    assert c.mean() == pytest.approx(1.0, rel=1e-5)
+    for user in range(5):
+        rows = np.flatnonzero(synth.user == user)
+        order = rows[np.lexsort((synth.movie[rows], synth.rated_at[rows]))]
+        w = c[order]
+        assert np.all(np.diff(w) > 0)  # oldest lowest, latest highest
+        assert w[-1] / w[0] == pytest.approx(np.e, rel=1e-4)
+
+
+def test_popularity_sampler_draws_popular_movies_more_with_logq_correction(synth) -> None:
+    from trainer.fit import NegativeSampler
+
+    uniform = NegativeSampler(synth, 0.0)
+    assert uniform.log_correction is None
+    pop = NegativeSampler(synth, 1.0)
+    counts = np.bincount(synth.movie, minlength=synth.n_movies) + 1.0
+    q = counts / counts.sum()
+    np.testing.assert_allclose(pop.log_correction.numpy(), np.log(q * synth.n_movies), rtol=1e-4, atol=1e-5)
+    draws = pop.draw(200, 128, torch.Generator().manual_seed(0)).numpy().ravel()
+    seen = np.bincount(draws, minlength=synth.n_movies) / len(draws)
+    assert np.corrcoef(seen, q)[0, 1] > 0.95
+
+
+@pytest.mark.parametrize("positives", ["liked", "graded", "centered"])
+def test_weighted_positive_modes_train_and_rank(synth, fast_params, positives) -> None:
+    mask = latest_split(synth)
+    train, test = synth.subset(~mask), synth.subset(mask)
+    model, history = fit(train, dataclasses.replace(fast_params, rank_positives=positives))
+    assert all(np.isfinite(history.bpr)) and history.bpr[-1] > 0
+    pop = popularity_scores(train)
+    base = ranking_metrics(train, test, lambda u: np.broadcast_to(pop, (len(u), len(pop))))["ndcg@10"]
+    assert ranking_metrics(train, test, model.rank_scores)["ndcg@10"] > base
+
+
+def test_fixed_rank_scale_is_kept_and_learned_scale_moves(synth, fast_params) -> None:
+    fixed, _ = fit(synth, dataclasses.replace(fast_params, rank_scale=2.0, epochs=3))
+    assert fixed.rank_scale == pytest.approx(2.0)
+    learned, _ = fit(synth, dataclasses.replace(fast_params, rank_scale=0.0, epochs=3))
+    assert learned.rank_scale != pytest.approx(1.0)
