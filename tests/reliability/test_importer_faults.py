@@ -227,3 +227,19 @@ def test_cli_import_sigkilled_midway_is_all_or_nothing(postgres_admin_url: str, 
                 engine.dispose()
     record("importer", f"`movierec import ratings` ({rows} rows, PostgreSQL) SIGKILLed at a random moment", kills,
            f"all or nothing: {outcomes['nothing']} left nothing, {outcomes['everything']} had committed")
+
+
+def test_movie_file_with_a_non_ascii_digit_is_a_format_error(tmp_path: Path) -> None:
+    """u.item is Latin-1, where byte 0xB2 is '²': str.isdigit() accepts it, int() does not. A release
+    date ending in it must be a DataFormatError (or no year), not a ValueError that escapes the CLI."""
+    from movierec.data.fetch import ML100K_GENRES
+    from movierec.data.movielens import read_movies
+
+    flags = "|".join(["0"] * (len(ML100K_GENRES) - 1) + ["1"])
+    item = tmp_path / "u.item"
+    item.write_bytes(f"1|Some Film|01-Jan-199\xb2||http://x|{flags}\n".encode("latin-1"))
+    try:
+        rows = read_movies(item)
+    except DataFormatError:
+        return
+    assert rows[0].year in (None, 1992)

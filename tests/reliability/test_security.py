@@ -206,6 +206,15 @@ def test_unusable_values_are_a_client_error(shared_server: Server, path: str, pa
     assert_no_leak(r)
 
 
+@pytest.mark.parametrize("value", ["\u00b9", "\u0661", "\u00b2,3", "\uff11"])
+def test_exclude_takes_only_ascii_movie_ids(shared_server: Server, value: str) -> None:
+    """str.isdigit() is true for '¹', '١' and fullwidth '１': int() then fails (a 500) or reads another
+    script's digit as a movie id. Only ASCII digits are ids; anything else is a 422 naming the value."""
+    r = httpx.get(shared_server.url + "/recommend", params={"user_id": 3, "exclude": value}, timeout=30)
+    assert r.status_code == 422, (value, r.status_code, r.text[:200])
+    assert_no_leak(r, value)
+
+
 def test_request_headers_are_limited(shared_server: Server) -> None:
     """A multi-megabyte header must be refused like an oversized body (4xx or connection closed).
 
