@@ -73,6 +73,10 @@ bench-accuracy bench-speed bench-serving: bench-deps data
 bench-plots: bench-deps
 	$(PY) -m bench.plots
 
+# The long reliability runs (minutes): more fuzzing, kills and load; prints the table.
+soak: install
+	$(PY) scripts/soak.py
+
 smoke: install
 	$(PY) scripts/compose_smoke.py
 

@@ -116,12 +116,12 @@ def _read_titles(folder: Path) -> dict[int, str]:
     if tsv.is_file():
         for line in tsv.read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
             parts = line.split("\t")
-            if len(parts) >= 2 and parts[0].isdigit():
+            if len(parts) >= 2 and parts[0].isascii() and parts[0].isdigit():
                 titles[int(parts[0])] = parts[1]
     elif item.is_file():
         for line in item.read_text(encoding="latin-1").splitlines():
             parts = line.split("|")
-            if len(parts) >= 2 and parts[0].isdigit():
+            if len(parts) >= 2 and parts[0].isascii() and parts[0].isdigit():
                 titles[int(parts[0])] = parts[1]
     return titles
 

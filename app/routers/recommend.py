@@ -23,7 +23,7 @@ def parse_ids(values: list[str], name: str) -> set[int]:
             part = part.strip()
             if not part:
                 continue
-            if not part.isdigit() or not 0 < int(part) <= MAX_ID:
+            if not (part.isascii() and part.isdigit()) or not 0 < int(part) <= MAX_ID:
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                                     f"{name} must be positive integer movie ids, got {part!r}")
             out.add(int(part))

@@ -141,7 +141,7 @@ def read_movies(path: Path) -> list[MovieRow]:
                         raise DataFormatError(path, line, "genre flags must be 0 or 1")
                     genres = _genres([g for g, flag in zip(ML100K_GENRES, flags) if flag == "1"])
                     title, year = split_title(fields[1])
-                    if year is None and fields[2][-4:].isdigit():
+                    if year is None and fields[2][-4:].isascii() and fields[2][-4:].isdigit():
                         year = int(fields[2][-4:])
                 else:
                     if len(fields) != 3:
@@ -168,7 +168,8 @@ def _ratings_format(path: Path) -> tuple[str, bool]:
     if "\t" in first:
         return "\t", False
     if "," in first:
-        return ",", not first.split(",")[0].strip().lstrip("-").isdigit()
+        head = first.split(",")[0].strip().lstrip("-")
+        return ",", not (head.isascii() and head.isdigit())
     raise DataFormatError(path, 1, "not a ratings file: expected tab-, comma- or '::'-separated fields")
 
 
