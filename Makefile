@@ -11,7 +11,8 @@ PORT ?= 8000
 # Elsewhere than our machines, `make run TORCH_INDEX=https://download.pytorch.org/whl/cpu` avoids
 # the multi-GB CUDA build of torch that PyPI serves on Linux.
 TORCH_INDEX ?=
-PYTEST_ARGS ?=
+# One worker per core, tests grouped by file so each module's servers and databases start once.
+PYTEST_ARGS ?= -n auto --dist loadfile
 
 .PHONY: run setup install db data import train serve test smoke bench bench-deps bench-quick bench-accuracy bench-speed bench-serving bench-plots soak clean help
 
