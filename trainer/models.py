@@ -62,15 +62,9 @@ class DotProductBias(nn.Module):
         lo, hi = self.y_range
         return lo + (hi - lo) * torch.sigmoid(self.logit(user, movie))
 
-    @torch.no_grad()
     def predict(self, user: np.ndarray, movie: np.ndarray, batch: int = 1 << 20) -> np.ndarray:
         """Ratings clipped to the rating scale, as the API computes them."""
-        out = np.empty(len(user), dtype=np.float32)
-        for s in range(0, len(user), batch):
-            u = torch.from_numpy(np.asarray(user[s:s + batch], dtype=np.int64))
-            m = torch.from_numpy(np.asarray(movie[s:s + batch], dtype=np.int64))
-            out[s:s + batch] = self(u, m).clamp(*RATING_SCALE).numpy()
-        return out
+        return predict_in_batches(self, user, movie, batch)
 
     @torch.no_grad()
     def rank_scores(self, users: np.ndarray) -> np.ndarray:
@@ -129,15 +123,10 @@ class EmbeddingNN(nn.Module):
         lo, hi = self.y_range
         return lo + (hi - lo) * torch.sigmoid(self.logit(user, movie) + self.global_bias)
 
-    @torch.no_grad()
     def predict(self, user: np.ndarray, movie: np.ndarray, batch: int = 1 << 18) -> np.ndarray:
+        """Ratings clipped to the rating scale, as the API computes them."""
         self.eval()
-        out = np.empty(len(user), dtype=np.float32)
-        for s in range(0, len(user), batch):
-            u = torch.from_numpy(np.asarray(user[s:s + batch], dtype=np.int64))
-            m = torch.from_numpy(np.asarray(movie[s:s + batch], dtype=np.int64))
-            out[s:s + batch] = self(u, m).clamp(*RATING_SCALE).numpy()
-        return out
+        return predict_in_batches(self, user, movie, batch)
 
     @torch.no_grad()
     def rank_scores(self, users: np.ndarray) -> np.ndarray:
@@ -170,3 +159,14 @@ def store_tensors(model: DotProductBias | EmbeddingNN, user_ids: np.ndarray, mov
     """Everything ``ModelStore.publish`` needs as tensors: exported weights plus the id maps."""
     return {"user_ids": np.asarray(user_ids, np.int64), "movie_ids": np.asarray(movie_ids, np.int64),
             **model.export()}
+
+
+@torch.no_grad()
+def predict_in_batches(model: torch.nn.Module, user: np.ndarray, movie: np.ndarray, batch: int) -> np.ndarray:
+    """``model(user, movie)`` clipped to the rating scale, ``batch`` pairs at a time (bounded memory)."""
+    out = np.empty(len(user), dtype=np.float32)
+    for s in range(0, len(user), batch):
+        u = torch.from_numpy(np.asarray(user[s:s + batch], dtype=np.int64))
+        m = torch.from_numpy(np.asarray(movie[s:s + batch], dtype=np.int64))
+        out[s:s + batch] = model(u, m).clamp(*RATING_SCALE).numpy()
+    return out
