@@ -100,10 +100,7 @@ def _upsert_movies(conn: Connection, movies: list[MovieRow]) -> tuple[int, int]:
 
 def _checked(path: Path, chunks: Iterable[RatingChunk], known: np.ndarray) -> Iterator[RatingChunk]:
     for chunk in chunks:
-        pos = np.searchsorted(known, chunk.movie_id)
-        missing = (pos >= len(known)) | (known[np.minimum(pos, len(known) - 1)] != chunk.movie_id)
-        if len(known) == 0:
-            missing = np.ones(len(chunk), bool)
+        missing = ~np.isin(chunk.movie_id, known)
         if missing.any():
             first = int(np.argmax(missing))
             raise DataFormatError(

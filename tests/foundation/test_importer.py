@@ -102,6 +102,14 @@ def test_bad_line_names_file_and_line_and_writes_nothing(engine: Engine, tmp_pat
     assert snapshot(engine) == before
 
 
+def test_ratings_into_an_empty_catalogue_say_to_import_movies_first(engine: Engine, tmp_path: Path) -> None:
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("userId,movieId,rating,timestamp\n1,1,4.0,1\n")
+    with pytest.raises(DataFormatError, match=r"ratings.csv:2: movie id 1 is not in the movies table"):
+        import_ratings(engine, ratings)
+    assert counts(engine) == (0, 0)
+
+
 def test_bad_movie_file_writes_nothing(engine: Engine, tmp_path: Path) -> None:
     d = write_csv_set(tmp_path / "set", "1,1,4.0,100\n")
     (d / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Drama\nx,B,Drama\n")
