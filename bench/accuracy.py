@@ -8,7 +8,6 @@ Writes bench/results/accuracy.md and accuracy.json and prints the tables. ``--qu
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -225,10 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     seeds = args.seeds[:1] if args.quick else args.seeds
     res = run(seeds, args.only, args.torch_threads)
     text = render(res)
-    suffix = "" if not (args.quick or args.only) else "-quick"
-    C.write_result(f"accuracy{suffix}.md", text)
-    (C.RESULTS / f"accuracy{suffix}.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
-    print("\n" + text)
+    # A partial run (--only) never overwrites the full results.
+    C.save_part("accuracy", bool(args.quick or args.only), text, res)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ MovieLens 100K), the same for all systems.
 
 from __future__ import annotations
 
+import json
+
 import datetime as _dt
 import hashlib
 import os
@@ -313,6 +315,14 @@ def write_result(name: str, text: str) -> Path:
     path = RESULTS / name
     path.write_text(text.rstrip() + "\n", encoding="utf-8")
     return path
+
+
+def save_part(part: str, quick: bool, text: str, data: object) -> None:
+    """Write a part's table (``<part>[-quick].md``) and raw figures (``.json``), then print the table."""
+    suffix = "-quick" if quick else ""
+    write_result(f"{part}{suffix}.md", text)
+    (RESULTS / f"{part}{suffix}.json").write_text(json.dumps(data, indent=1, default=float) + "\n")
+    print("\n" + text)
 
 
 class Timer:

@@ -22,7 +22,6 @@ short unrecorded warm-up; each runs for a fixed duration at a fixed number of co
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -347,10 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     duration, conns = (3.0, [8]) if args.quick else (args.duration, args.connections)
     info = run(duration, conns, not args.skip_postgres)
     text = render(info)
-    suffix = "-quick" if args.quick else ""
-    C.write_result(f"serving{suffix}.md", text)
-    (C.RESULTS / f"serving{suffix}.json").write_text(json.dumps(info, indent=1) + "\n")
-    print("\n" + text)
+    C.save_part("serving", args.quick, text, info)
 
 
 if __name__ == "__main__":

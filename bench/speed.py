@@ -292,10 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [200_000, 1_000_000] if args.quick else [int(s) for s in args.sizes]
     res = run(sizes, int(args.surprise_max), args.factors, args.timeout, args.torch_threads)
     text = render(res)
-    suffix = "-quick" if args.quick else ""
-    C.write_result(f"speed{suffix}.md", text)
-    (C.RESULTS / f"speed{suffix}.json").write_text(json.dumps(res, indent=1) + "\n")
-    print("\n" + text)
+    C.save_part("speed", args.quick, text, res)
 
 
 if __name__ == "__main__":
