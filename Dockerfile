@@ -61,8 +61,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MOVIEREC_MODEL_STORE=/var/lib/movierec/models \
-    MOVIEREC_DATA_DIR=/var/lib/movierec/data
+    MOVIEREC_DATA_DIR=/var/lib/movierec/data \
+    NUMBA_CACHE_DIR=/var/lib/movierec/.cache/numba
 
+# NUMBA_CACHE_DIR: the trainer's compiled kernels are cached where the runtime user can write
+# (the venv is root's), so only a container's first training compiles them.
 # The model store and data directories exist in the image owned by the runtime user, so a fresh
 # named volume mounted there starts with that ownership (Docker copies it into the new volume).
 RUN groupadd --system --gid 10001 movierec \

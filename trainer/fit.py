@@ -1,15 +1,19 @@
 """Training loops.
 
 ``dot`` uses a hand-fused loop: the forward pass, the gradient of the loss with respect to the
-gathered rows (written out by hand, see :func:`_dot_step`) and a *row-sparse* Adam update of only
-the rows a batch touched. Why:
+gathered rows (written out by hand, in the compiled kernels of :mod:`trainer.kernels`) and a
+*row-sparse* Adam update of only the rows a batch touched. Why:
 
 * autograd on embedding lookups costs a dense gradient the size of each table per step (or a
   sparse tensor that then has to be coalesced), and dense Adam/AdamW then reads and writes every
   row of every table each step. With 25M ratings (~160K users, ~60K movies) that dense work
   dominates and is proportional to table size, not batch size;
-* the hand-written gradient is a handful of fused vector ops per batch and the update
-  (``torch.unique`` + ``index_add_`` + gathered Adam moments) costs O(batch x factors).
+* written as torch ops, even the hand-derived step was ~40 small passes over memory per batch
+  plus a sort per table for the sparse update: 0.3-0.5M ratings/s on 2 cores, and 2 threads
+  were slower than 1. Compiled row-by-row kernels (numba), the three matrix products of the
+  sampled softmax left to BLAS, tables in huge pages and prefetched rows made the same
+  arithmetic 2.2-2.7M ratings/s at 5M-25M ratings (bench/results/speed.md); the gradients are
+  checked against autograd in tests/trainer/test_kernels.py.
 
 The loss is ``MSE(rating) + bpr_weight * ranking``. The ranking term (``rank_loss="softmax"``,
 the default) is a sampled softmax: each training rating (u, i) is a positive, scored against
@@ -40,6 +44,16 @@ gave 0.920 / 0.150):
 
 Defaults, 3 seeds: RMSE 0.8931 (0.8927-0.8936), NDCG@10 0.161 (0.161-0.162).
 
+**Ranking on part of each batch at scale** (``rank_sample = 0.25``, ``rank_sample_min = 1M``):
+the sampled softmax costs ~25x the rating term per rating (three (batch x 128 x k) products),
+so once an epoch has more than 1M ratings only a quarter of each (randomly ordered) batch
+takes part, each counting 4x; below that every rating does, so ML-100K and ML-1M-sized data
+train exactly as before. On ML-100K, where ranking data is scarcest, ranking only a half or a
+quarter of every batch gave NDCG@10 0.160 / 0.157 (RMSE 0.892 / 0.892; 2 seeds), against 0.161
+/ 0.893 for every rating; at 5M ratings a quarter is still 1.25M ranked ratings per epoch, 14x
+ML-100K's whole training set. At 5M ratings on 2 cores an epoch takes ~1.9 s with a quarter
+and ~3.9 s with every rating.
+
 Tried and not kept (single seed, learned a unless said):
 
 * positives restricted to liked ratings (>= 4), or weighted by ``r - 3`` or ``(r - mean_u)+``
@@ -68,6 +82,7 @@ fixed thread count.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -75,10 +90,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 import torch
 
 from trainer import DivergedError
+from trainer import hugepages
+from trainer import kernels as K
 from trainer.data import Ratings
 from trainer.metrics import rmse
 from trainer.models import DEFAULT_Y_RANGE, DotProductBias, EmbeddingNN, global_logit
@@ -107,6 +125,10 @@ class FitParams:
     neg_alpha: float = 0.5
     #: Scale a of the ranking logits ``a (u·m) + rank_bias`` (inverse softmax temperature); <= 0: learned.
     rank_scale: float = 2.0
+    #: Fraction of each batch's ratings that take part in the ranking term (it costs ~25x the rating term) ...
+    rank_sample: float = 0.25
+    #: ... but at least this many ratings per epoch: small data sets (ML-100K, 1M) use every rating.
+    rank_sample_min: int = 1_000_000
     seed: int = 42
     y_range: tuple[float, float] = DEFAULT_Y_RANGE
     hidden: tuple[int, ...] = (100,)
@@ -124,6 +146,8 @@ class History:
     bpr: list[float] = field(default_factory=list)
     valid_rmse: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    #: Threads the fit ran with (see :func:`set_threads`).
+    threads: int = 1
 
     def to_dict(self) -> dict[str, list[float]]:
         return asdict(self)
@@ -143,14 +167,27 @@ def defaults_for(kind: str) -> FitParams:
     raise ValueError(f"unknown model kind {kind!r} (expected dot or nn)")
 
 
-def set_threads() -> None:
-    """Use every core (the loops are vector ops that scale with threads) unless MOVIEREC_TRAIN_THREADS says otherwise.
+def default_threads() -> int:
+    """The cores this process may use, less those that other work keeps busy (the 1-minute load average).
 
-    The override exists for shared machines: OpenMP threads competing with another busy process
-    for the same cores can be several times slower than fewer threads.
+    The training step is a chain of short parallel loops that each wait for their slowest
+    thread. A thread that shares its core with another busy process is descheduled for whole
+    time slices, and every loop waits for it: at 5M ratings, with one busy process beside it on
+    our 2-core machine, 2 threads trained at 0.23M ratings/s and 1 thread at 1.9M. Idle cores
+    are what make more threads pay.
     """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cpus, cpus - int(busy + 0.5)))
+
+
+def set_threads() -> int:
+    """Set torch's and numba's thread counts: ``MOVIEREC_TRAIN_THREADS`` or :func:`default_threads`. Returns it."""
     wanted = os.environ.get("MOVIEREC_TRAIN_THREADS", "")
-    torch.set_num_threads(int(wanted) if wanted.isdigit() and int(wanted) > 0 else max(1, os.cpu_count() or 1))
+    n = int(wanted) if wanted.isdigit() and int(wanted) > 0 else default_threads()
+    torch.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    return n
 
 
 def one_cycle(step: int, total: int, lr: float, warm: float = 0.25, div: float = 25.0, final_div: float = 1e4) -> float:
@@ -183,7 +220,7 @@ def fit(train: Ratings, params: FitParams, valid: Ratings | None = None,
 
     Raises DivergedError when the loss becomes NaN or infinite (nothing should be published).
     """
-    set_threads()
+    threads = set_threads()
     gen = torch.Generator().manual_seed(params.seed)
     mean = float(train.rating.mean()) if len(train) else 3.5
     model = make_model(params, train.n_users, train.n_movies, mean, gen)
@@ -191,6 +228,7 @@ def fit(train: Ratings, params: FitParams, valid: Ratings | None = None,
         history = _fit_dot(model, train, params, valid, gen, progress)  # type: ignore[arg-type]
     else:
         history = _fit_nn(model, train, params, valid, gen, progress)  # type: ignore[arg-type]
+    history.threads = threads
     return model, history
 
 
@@ -254,6 +292,7 @@ class NegativeSampler:
             q = (q / q.sum()).float()
             self.q = q
             self.log_correction = torch.log(q * self.n)
+        self.log_correction_np = None if self.log_correction is None else self.log_correction.numpy()
 
     def draw(self, rows: int, k: int, gen: torch.Generator) -> torch.Tensor:
         if self.q is None:
@@ -265,30 +304,57 @@ def negative_sampler(train: Ratings, params: FitParams) -> NegativeSampler:
     return NegativeSampler(train, params.neg_alpha)
 
 
-class _SparseAdam:
+def rank_fraction(params: FitParams, n_ratings: int) -> float:
+    """The fraction of each batch in the ranking term: ``rank_sample``, or more to reach ``rank_sample_min`` per epoch."""
+    if n_ratings <= 0:
+        return 1.0
+    return float(min(1.0, max(params.rank_sample, params.rank_sample_min / n_ratings)))
+
+
+class _RowSet:
+    """The distinct rows of one table that a batch touched (:func:`trainer.kernels.touched_rows`)."""
+
+    def __init__(self, n_rows: int, capacity: int) -> None:
+        self.slot = hugepages.zeros((n_rows,), np.int64)
+        self.slot.fill(-1)
+        self.rows = np.empty(capacity, np.int64)
+        self.first = np.empty(capacity, np.int64)
+        self.inverse = np.empty(capacity, np.int64)
+        self.n = self.count = 0
+
+    def find(self, index: np.ndarray) -> _RowSet:
+        self.count = index.shape[0]
+        self.n = K.touched_rows(index, self.slot, self.rows, self.first, self.inverse[:self.count])
+        return self
+
+
+class _LazyAdam:
     """Adam on the rows of a table that a batch touched ("lazy Adam"), with per-occurrence L2.
 
     Rows not in the batch keep their moments untouched, so a step costs O(rows touched), not
-    O(table). Duplicated indices are summed first (``unique`` + ``index_add_``), which is exact.
+    O(table). Gradients of a row that occurs several times in a batch are summed first, which
+    is exact (:func:`trainer.kernels.adam_rows`).
     """
 
-    def __init__(self, table: torch.Tensor, betas: tuple[float, float] = (0.9, 0.99), eps: float = 1e-8) -> None:
+    def __init__(self, table: np.ndarray, capacity: int, betas: tuple[float, float] = (0.9, 0.99),
+                 eps: float = 1e-8) -> None:
         self.table = table
-        self.m = torch.zeros_like(table)
-        self.v = torch.zeros_like(table)
-        self.b1, self.b2 = betas
-        self.eps = eps
+        self.m1 = hugepages.zeros(table.shape)
+        self.m2 = hugepages.zeros(table.shape)
+        self.m1.fill(0.0)  # touch the pages now (set-up), not during the first epoch
+        self.m2.fill(0.0)
+        self.acc = np.empty((capacity, table.shape[1]), np.float32)
+        self.b1, self.b2, self.eps = betas[0], betas[1], eps
 
-    def step(self, index: torch.Tensor, grad: torch.Tensor, lr: float, t: int) -> None:
-        rows, inverse = torch.unique(index, return_inverse=True)
-        g = torch.zeros((rows.shape[0], *grad.shape[1:]), dtype=grad.dtype).index_add_(0, inverse, grad)
-        m = self.m.index_select(0, rows).mul_(self.b1).add_(g, alpha=1 - self.b1)
-        v = self.v.index_select(0, rows).mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
-        self.m.index_copy_(0, rows, m)
-        self.v.index_copy_(0, rows, v)
+    def step(self, rows: _RowSet, grad: np.ndarray, lr: float, t: int, tail_from: int | None = None,
+             tail_limit: int = 0) -> None:
+        """Columns from ``tail_from`` on only in rows that the first ``tail_limit`` occurrences touched."""
         c1, c2 = 1 - self.b1 ** t, 1 - self.b2 ** t
-        update = m.div_(v.div_(c2).sqrt_().add_(self.eps)).mul_(lr / c1)
-        self.table.index_add_(0, rows, update, alpha=-1.0)
+        width = self.table.shape[1]
+        K.adam_rows(self.table, self.m1, self.m2, grad, self.acc, rows.rows, rows.n, rows.first,
+                    rows.inverse[:rows.count], rows.slot, _f32(self.b1), _f32(self.b2), _f32(lr / c1), _f32(c2),
+                    _f32(self.eps), width if tail_from is None else tail_from,
+                    rows.count if tail_from is None else tail_limit, numba.get_num_threads())
 
 
 class _ScalarAdam:
@@ -305,149 +371,191 @@ class _ScalarAdam:
         self.value -= lr * (self.m / (1 - self.b1 ** t)) / (math.sqrt(self.v / (1 - self.b2 ** t)) + self.eps)
 
 
+_f32 = np.float32
+
+
+class _DotStep:
+    """One minibatch of the ``dot`` loop: forward, hand-derived gradients of the mean loss, lazy Adam.
+
+    The loss is ``MSE + w * ranking`` with L2 ``wd |row|^2`` per occurrence (gradients in
+    :mod:`trainer.kernels`). Ranking is the sampled softmax over ``[positive, shared negatives]``
+    (``softmax``), one-negative BPR (``bpr``) or nothing (``w = 0``). Buffers are allocated
+    once for the largest batch and sliced for the last one.
+
+    While training, the model's five tensors are views of two tables in huge pages (see
+    :mod:`trainer.hugepages`), a user row ``[factors | bias]`` and a movie row
+    ``[factors | rank bias | bias]``; :meth:`release` gives the model contiguous tensors back.
+    """
+
+    def __init__(self, model: DotProductBias, params: FitParams, sampler: NegativeSampler | None,
+                 rank_fraction: float = 1.0) -> None:
+        self.model, self.params, self.sampler = model, params, sampler
+        self.rank_fraction = rank_fraction
+        b, k = params.batch_size, model.factors
+        self.k = k
+        self.users = hugepages.zeros((model.user_factors.shape[0], k + 1))
+        self.movies = hugepages.zeros((model.movie_factors.shape[0], k + 2))
+        self._views = ((model.user_factors, self.users[:, :k]), (model.user_bias, self.users[:, k + K.USER_BIAS]),
+                       (model.movie_factors, self.movies[:, :k]),
+                       (model.rank_bias, self.movies[:, k + K.RANK_BIAS]),
+                       (model.movie_bias, self.movies[:, k + K.MOVIE_BIAS]))
+        for param, view in self._views:
+            view[...] = param.data.numpy()
+            param.data = torch.from_numpy(view)  # the model sees training progress (validation each epoch)
+        self.ranking = params.rank_loss if params.bpr_weight > 0 else "none"
+        extra = {"softmax": params.negatives, "bpr": b, "none": 0}[self.ranking]
+        self.opt_users = _LazyAdam(self.users, b)
+        self.opt_movies = _LazyAdam(self.movies, b + extra)
+        self.user_rows = _RowSet(self.users.shape[0], b)
+        self.movie_rows = _RowSet(self.movies.shape[0], b + extra)
+        self.qu, self.qm = np.empty((b, k), np.float32), np.empty((b, k), np.float32)
+        self.gu = np.empty((b, k + 1), np.float32)
+        self.gm_all = np.zeros((b + extra, k + 2), np.float32)  # [positives; negatives]: one update for both
+        self.m_all = np.empty(b + extra, np.int32)
+        self.dot, self.loss, self.x_pos, self.top = (np.empty(b, np.float32) for _ in range(4))
+        self.x = np.empty((b, params.negatives if self.ranking == "softmax" else 0), np.float32)
+        self.ones = np.ones(b, np.float32)
+        lo, hi = model.y_range
+        self.lo, self.span, self.g0 = _f32(lo), _f32(hi - lo), _f32(model.global_bias)
+
+    def release(self) -> None:
+        """Give the model contiguous tensors of its own (the training tables can then be freed)."""
+        for param, view in self._views:
+            param.data = torch.from_numpy(np.ascontiguousarray(view))
+
+    def __call__(self, u: np.ndarray, m: np.ndarray, y: np.ndarray, j: np.ndarray | None, c: np.ndarray | None,
+                 lr: float, t: int, scale: _ScalarAdam) -> tuple[float, float]:
+        b, k = u.shape[0], self.k
+        w, wd = self.params.bpr_weight, self.params.wd
+        reg = _f32(2 * wd / b)
+        qu, qm, gu, gm = self.qu[:b], self.qm[:b], self.gu[:b], self.gm_all[:b]
+        sq = K.rating_rows(self.users, self.movies, u, m, y, self.lo, self.span, self.g0, reg, _f32(1 / b),
+                           qu, qm, gu, gm, self.dot[:b])
+        rank = 0.0
+        n_extra = 0
+        if self.ranking == "softmax":
+            n_extra = j.shape[0]
+            rank = self._softmax(m, j, self.ones[:b] if c is None else c, b, w, lr, t, scale)
+        elif self.ranking == "bpr":
+            n_extra = b
+            loss = self.loss[:b]
+            K.bpr_rows(self.movies, m, j, _f32(w / b), reg, qu, qm, gu, gm, self.gm_all[b:2 * b], loss)
+            rank = float(loss.sum(dtype=np.float64))
+        self.opt_users.step(self.user_rows.find(u), gu, lr, t)
+        self.m_all[:b] = m
+        if n_extra:
+            self.m_all[b:b + n_extra] = j
+        end = b + n_extra
+        rows = self.movie_rows.find(self.m_all[:end])
+        # The movie bias learns from the positives only (the first b occurrences).
+        self.opt_movies.step(rows, self.gm_all[:end], lr, t, tail_from=k + K.MOVIE_BIAS, tail_limit=b)
+        return sq, rank
+
+    def _softmax(self, m: np.ndarray, j: np.ndarray, c: np.ndarray, b: int, w: float, lr: float, t: int,
+                 scale: _ScalarAdam) -> float:
+        # Logits a (u·m) + rank_bias[m], minus log(m q_j) for popularity-sampled negatives;
+        # ranking by them is ranking by u·m + rank_bias/a, which is what is exported.
+        k = self.k
+        a = math.exp(float(scale.value))
+        n = j.shape[0]
+        pj = torch.from_numpy(self.movies[j, :k])
+        neg_bias = self.movies[j, k + K.RANK_BIAS]
+        if self.sampler is not None and self.sampler.log_correction_np is not None:
+            neg_bias -= self.sampler.log_correction_np[j]
+        # Only the first r ratings of the (randomly ordered) batch take part, each counting b/r times.
+        r = max(1, min(b, round(self.rank_fraction * b)))
+        self.gm_all[r:b, k + K.RANK_BIAS] = 0.0
+        x, x_pos, top = self.x[:r], self.x_pos[:r], self.top[:r]
+        qu_t, x_t = torch.from_numpy(self.qu[:r]), torch.from_numpy(x)
+        torch.addmm(torch.from_numpy(neg_bias).unsqueeze(0), qu_t, pj.t(), alpha=a, out=x_t)
+        raw = None
+        if scale.learn:  # d loss / d log a needs the plain dot products as well
+            raw = torch.mm(qu_t, pj.t())
+        K.softmax_shift(x, self.dot[:r], self.movies, m[:r], j, c[:r], _f32(a), x_pos, top)
+        x_t.exp_()
+        loss = K.softmax_grad(x, x_pos, top, c[:r], _f32(a), _f32(w / r), self.qu[:r], self.qm[:r], self.gu[:r],
+                              self.gm_all[:r])
+        # The two products that need every row: dL/du += a P Pj and dL/dPj = a P^T U.
+        torch.from_numpy(self.gu[:r, :k]).addmm_(x_t, pj, alpha=a)
+        neg = self.gm_all[b:b + n]
+        neg[:, :k] = torch.mm(x_t.t(), qu_t).mul_(a).numpy()
+        np.sum(x, axis=0, out=neg[:, k + K.RANK_BIAS])
+        neg[:, k + K.MOVIE_BIAS] = 0.0
+        if raw is not None:
+            d_pos = self.gm_all[:r, k + K.RANK_BIAS].astype(np.float64)
+            grad = a * (float(np.dot(d_pos, self.dot[:r])) + float((x_t * raw).sum()))
+            scale.step(grad, lr, t)
+        return loss * b / r
+
+
+def _warm_up(params: FitParams, sampler: NegativeSampler | None) -> None:
+    """Compile (or load from numba's cache) the kernels this run uses, before the first epoch's clock starts."""
+    tiny = dataclasses.replace(params, batch_size=4, negatives=min(params.negatives, 2))
+    model = make_model(tiny, 2, 3, 3.5, torch.Generator().manual_seed(0))
+    step = _DotStep(model, tiny, sampler and NegativeSampler.__new__(NegativeSampler))
+    if step.sampler is not None:
+        step.sampler.log_correction_np = np.zeros(3, np.float32)
+    u, m = np.array([0, 1, 0, 1], np.int32), np.array([0, 1, 2, 0], np.int32)
+    j = np.array([1, 2], np.int32) if tiny.rank_loss == "softmax" else np.array([2, 2, 1, 1], np.int32)
+    step(u, m, np.full(4, 3.0, np.float32), j, np.ones(4, np.float32), 0.001, 1,
+         _ScalarAdam(math.log(2.0), learn=False))
+
+
 @torch.no_grad()
 def _fit_dot(model: DotProductBias, train: Ratings, params: FitParams, valid: Ratings | None,
              gen: torch.Generator, progress: Progress | None) -> History:
     r = len(train)
-    users = torch.from_numpy(train.user)
-    movies = torch.from_numpy(train.movie)
-    ratings = torch.from_numpy(train.rating)
-    uf, mf = model.user_factors.data, model.movie_factors.data
-    ub, mb, rb = model.user_bias.data, model.movie_bias.data, model.rank_bias.data
-    opts = {name: _SparseAdam(t) for name, t in (("uf", uf), ("mf", mf), ("ub", ub), ("mb", mb), ("rb", rb))}
+    bs = max(1, min(params.batch_size, r))
+    params = dataclasses.replace(params, batch_size=bs)
     # A fixed scale (the inverse temperature of the ranking softmax) unless rank_scale <= 0: learned from 1.
     scale = _ScalarAdam(math.log(params.rank_scale) if params.rank_scale > 0 else 0.0, learn=params.rank_scale <= 0)
-    lo, hi = model.y_range
-    span, g0 = hi - lo, model.global_bias
-    bs = max(1, min(params.batch_size, r))
     steps_per_epoch = math.ceil(r / bs)
     total = steps_per_epoch * params.epochs
-    n_movies = train.n_movies
-    w, wd = params.bpr_weight, params.wd
+    w = params.bpr_weight
     softmax = params.rank_loss == "softmax"
-    weights = torch.from_numpy(positive_weights(train, params)) if w > 0 and softmax else None
+    if params.rank_loss not in ("softmax", "bpr"):
+        raise ValueError(f"unknown rank_loss {params.rank_loss!r} (expected softmax or bpr)")
+    weights = positive_weights(train, params) if w > 0 and softmax else None
     if weights is not None and bool((weights == 1).all()):
-        weights = None  # every rating a positive with weight 1: skip the per-row multiplications
+        weights = None  # every rating a positive with weight 1
     sampler = negative_sampler(train, params) if w > 0 and softmax else None
+    _warm_up(params, sampler)
+    step_fn = _DotStep(model, params, sampler, rank_fraction(params, r))
+    # One 16-byte record per rating, in huge pages: each epoch reads them in a random order.
+    records = hugepages.zeros((r, 4), np.int32)
+    records[:, 0], records[:, 1] = train.user, train.movie
+    records[:, 2] = train.rating.astype(np.float32).view(np.int32)
+    records[:, 3] = (np.ones(r, np.float32) if weights is None else weights).view(np.int32)
+    eu, em = hugepages.zeros((r,), np.int32), hugepages.zeros((r,), np.int32)
+    er, ec = hugepages.zeros((r,)), hugepages.zeros((r,))
     history = History()
     t = 0
     for epoch in range(params.epochs):
         start = time.perf_counter()
-        perm = torch.randperm(r, generator=gen)
-        # One gather per epoch, then contiguous slices: cheaper than gathering per batch.
-        eu, em, er = users[perm].long(), movies[perm].long(), ratings[perm]
-        ec = None if weights is None else weights[perm]
+        K.shuffle_ratings(records, torch.randperm(r, generator=gen).numpy(), eu, em, er.view(np.int32),
+                          ec.view(np.int32))
         if w > 0 and softmax:  # params.negatives shared by every rating of a batch
-            negatives = sampler.draw(steps_per_epoch, params.negatives, gen)
+            negatives = sampler.draw(steps_per_epoch, params.negatives, gen).numpy().astype(np.int32)
         elif w > 0:  # one negative per rating
-            negatives = torch.randint(0, n_movies, (r,), generator=gen)
+            negatives = torch.randint(0, train.n_movies, (r,), generator=gen).numpy().astype(np.int32)
         else:
             negatives = None
-        loss_sum = bpr_sum = 0.0
+        loss_sum = rank_sum = 0.0
         for step, s in enumerate(range(0, r, bs)):
             t += 1
             lr = one_cycle(t - 1, total, params.lr)
-            u, m, y = eu[s:s + bs], em[s:s + bs], er[s:s + bs]
             j = None if negatives is None else negatives[step] if softmax else negatives[s:s + bs]
-            c = None if ec is None else ec[s:s + bs]
-            sq, bp = _dot_step(u, m, y, j, uf, mf, ub, mb, rb, opts, lo, span, g0, w, wd, lr, t, softmax, scale,
-                               c, sampler)
+            c = None if weights is None else ec[s:s + bs]
+            sq, rank = step_fn(eu[s:s + bs], em[s:s + bs], er[s:s + bs], j, c, lr, t, scale)
             loss_sum += sq
-            bpr_sum += bp
+            rank_sum += rank
         loss = loss_sum / r
-        if not math.isfinite(loss) or not math.isfinite(bpr_sum):
+        if not math.isfinite(loss) or not math.isfinite(rank_sum):
             raise DivergedError(f"training diverged in epoch {epoch + 1}: loss is {loss} (try a lower --lr)")
         model.rank_scale = math.exp(scale.value)
-        _record(history, model, valid, loss, bpr_sum / r, time.perf_counter() - start, epoch, params.epochs, progress)
+        _record(history, model, valid, loss, rank_sum / r, time.perf_counter() - start, epoch, params.epochs, progress)
+    step_fn.release()
     return history
-
-
-def _dot_step(u: torch.Tensor, m: torch.Tensor, y: torch.Tensor, j: torch.Tensor | None,
-              uf: torch.Tensor, mf: torch.Tensor, ub: torch.Tensor, mb: torch.Tensor, rb: torch.Tensor,
-              opts: dict[str, _SparseAdam], lo: float, span: float, g0: float, w: float, wd: float,
-              lr: float, t: int, softmax: bool = False, scale: _ScalarAdam | None = None,
-              c: torch.Tensor | None = None, sampler: NegativeSampler | None = None) -> tuple[float, float]:
-    """One minibatch: forward, hand-derived gradients of the mean loss, sparse Adam updates.
-
-    MSE part, with ``p = lo + span * s(z)``, ``z = u·m + b_u + b_m + g``:
-    ``dL/dz = 2 (p - y) span s(z)(1 - s(z)) / B``; ``dz/du = m``, ``dz/dm = u``, ``dz/db = 1``.
-    BPR part, ``L = w softplus(-x)``, ``x = u·(m_i - m_j) + rb_i - rb_j``:
-    ``dL/dx = -w s(-x) / B``; ``dx/du = m_i - m_j``, ``dx/dm_i = u``, ``dx/dm_j = -u``.
-    L2: ``wd |row|^2`` per occurrence, gradient ``2 wd row / B``.
-    """
-    b = u.shape[0]
-    pu = uf.index_select(0, u)
-    pm = mf.index_select(0, m)
-    s = torch.sigmoid((pu * pm).sum(1).add_(ub.index_select(0, u)).add_(mb.index_select(0, m)).add_(g0))
-    err = s * span + (lo - y)
-    sq = float(err.dot(err))
-    dz = err.mul_(s * (1 - s)).mul_(2 * span / b)
-    reg = 2 * wd / b
-    gu = torch.addcmul(pu * reg, dz.unsqueeze(1), pm)
-    gm = torch.addcmul(pm * reg, dz.unsqueeze(1), pu)
-    opts["ub"].step(u, dz, lr, t)
-    bpr = 0.0
-    if j is not None and softmax:
-        # Sampled softmax over [positive, shared negatives]: L = w c_i (logsumexp(x) - x_pos) with
-        # x = a (u·m) + rb[m] (- log(m q_j) for popularity-sampled negatives) and c_i the rating's
-        # positive weight (rows with c_i = 0 are skipped). The learned scale a = exp(log_a) lets
-        # the ranking loss sharpen its logits without inflating u·m, which the sigmoid rating
-        # prediction needs at its own scale; ranking by x is ranking by u·m + rb/a, which is what
-        # is exported as rank_bias.
-        a = math.exp(float(scale.value))
-        if c is not None and not bool((c > 0).all()):
-            rows = torch.nonzero(c > 0).squeeze(1)
-            qu, qm, mm, cw = pu.index_select(0, rows), pm.index_select(0, rows), m.index_select(0, rows), c[rows]
-        else:
-            rows, qu, qm, mm, cw = None, pu, pm, m, c
-        dot_pos = (qu * qm).sum(1)
-        x_pos = dot_pos * a + rb.index_select(0, mm)
-        pj = mf.index_select(0, j)
-        dot_neg = qu.mm(pj.t())
-        neg_bias = rb.index_select(0, j)
-        if sampler is not None and sampler.log_correction is not None:
-            neg_bias = neg_bias - sampler.log_correction.index_select(0, j)
-        x_neg = (dot_neg * a).add_(neg_bias.unsqueeze(0))
-        x_neg.masked_fill_(j.unsqueeze(0) == mm.unsqueeze(1), float("-inf"))  # accidental hits of the positive
-        x = torch.cat([x_pos.unsqueeze(1), x_neg], dim=1)
-        lse = torch.logsumexp(x, dim=1)
-        per_row = lse - x_pos
-        bpr = float(per_row.sum() if cw is None else per_row.dot(cw))
-        coef = (w / b) if cw is None else cw * (w / b)  # dL/d(logsumexp) per row
-        p = torch.exp_(x.sub_(lse.unsqueeze(1)))
-        p = p.mul_(coef) if cw is None else p.mul_(coef.unsqueeze(1))  # dL/dx
-        d_pos = p[:, 0] - coef
-        p_neg = p[:, 1:]
-        if scale.learn:
-            scale.step(a * (float(d_pos.dot(dot_pos)) + float((p_neg * dot_neg).sum())), lr, t)
-        g_u = torch.mul(qm, d_pos.unsqueeze(1)).addmm_(p_neg, pj).mul_(a)
-        g_m = torch.mul(qu, d_pos.unsqueeze(1)).mul_(a)
-        if rows is None:
-            gu.add_(g_u)
-            gm.add_(g_m)
-        else:  # only the rows with a positive weight took part
-            gu.index_add_(0, rows, g_u)
-            gm.index_add_(0, rows, g_m)
-        gj = p_neg.t().mm(qu).mul_(a)
-        opts["mf"].step(torch.cat([m, j]), torch.cat([gm, gj]), lr, t)
-        opts["rb"].step(torch.cat([mm, j]), torch.cat([d_pos, p_neg.sum(0)]), lr, t)
-    elif j is not None:
-        pj = mf.index_select(0, j)
-        diff = pm - pj
-        x = (pu * diff).sum(1).add_(rb.index_select(0, m)).sub_(rb.index_select(0, j))
-        bpr = float(torch.nn.functional.softplus(-x).sum())
-        dx = torch.sigmoid(-x).mul_(-w / b)
-        gu.addcmul_(dx.unsqueeze(1), diff)
-        gm.addcmul_(dx.unsqueeze(1), pu)
-        gj = torch.addcmul(pj * reg, dx.unsqueeze(1), pu, value=-1.0)
-        opts["mf"].step(torch.cat([m, j]), torch.cat([gm, gj]), lr, t)
-        opts["rb"].step(torch.cat([m, j]), torch.cat([dx, -dx]), lr, t)
-    else:
-        opts["mf"].step(m, gm, lr, t)
-    opts["uf"].step(u, gu, lr, t)
-    opts["mb"].step(m, dz, lr, t)
-    return sq, bpr
-
 
 def _fit_nn(model: EmbeddingNN, train: Ratings, params: FitParams, valid: Ratings | None,
             gen: torch.Generator, progress: Progress | None) -> History:
