@@ -71,6 +71,7 @@ def speed(res: dict, out: Path) -> None:
             if pts:
                 axes[0].plot(*zip(*pts, strict=True), marker="o", label=system, color=colors[system])
         axes[1].plot(ns, [r["peak_rss_mb"] for r in rows], marker="o", label=system, color=colors[system])
+    axes[0].axhline(2e6, color="grey", linestyle=":", label="target: 2M ratings/s (ours, 2 cores)")
     axes[0].set(xscale="log", yscale="log", xlabel="ratings", ylabel="ratings / s per epoch",
                 title="training throughput")
     axes[1].set(xscale="log", yscale="log", xlabel="ratings", ylabel="peak RSS (MB)", title="peak resident memory")

@@ -69,10 +69,14 @@ def main(argv: list[str] | None = None) -> None:
     sections = [f"Produced by `python -m bench.run_all{' --quick' if args.quick else ''}` "
                 f"(`make bench{'-quick' if args.quick else ''}`): " + ", ".join(f"{p} {s:.0f} s" for p, s in times.items())
                 + f"; total {total:.0f} s (load average at the end {os.getloadavg()[0]:.1f})."]
+    earlier = [p for p in PARTS if p not in times and (C.RESULTS / f"{p}{suffix}.md").is_file()]
+    if earlier:  # a run of some parts keeps the others' latest results, each with its own environment line
+        sections[0] += (" Not rerun this time, shown from their latest run (see each part's environment line): "
+                        + ", ".join(earlier) + ".")
     for part in PARTS:
         md = C.RESULTS / f"{part}{suffix}.md"
         png = C.RESULTS / f"{part}{suffix}.png"
-        if part in times and md.is_file():
+        if md.is_file():
             body = md.read_text(encoding="utf-8").replace("\n# ", "\n### ").replace("\n## ", "\n#### ")
             body = body.replace("# ", "### ", 1) if body.startswith("# ") else body
             if png.is_file():
