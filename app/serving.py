@@ -93,6 +93,12 @@ def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.where(found, rows, 0), found
 
 
+def _lookup_one(sorted_ids: np.ndarray, value: int) -> int | None:
+    """Row of one id in ``sorted_ids``, or None (the scalar form of :func:`_lookup`, no temporary arrays)."""
+    i = int(sorted_ids.searchsorted(value))
+    return i if i < sorted_ids.size and int(sorted_ids[i]) == value else None
+
+
 def _rating_scale(manifest: dict[str, Any]) -> tuple[float, float]:
     """The clip range: the manifest's ``rating_scale`` intersected with 0.5..5."""
     scale = manifest.get("rating_scale")
@@ -246,12 +252,10 @@ class LoadedModel:
         return _lookup(self.movie_ids, ids)
 
     def user_row(self, user_id: int) -> int | None:
-        rows, found = _lookup(self.user_ids, np.array([user_id]))
-        return int(rows[0]) if found[0] else None
+        return _lookup_one(self.user_ids, user_id)
 
     def movie_row(self, movie_id: int) -> int | None:
-        rows, found = _lookup(self.movie_ids, np.array([movie_id]))
-        return int(rows[0]) if found[0] else None
+        return _lookup_one(self.movie_ids, movie_id)
 
     def trained_user(self, row: int) -> UserVector:
         return UserVector(self.user_factors[row], float(self.user_bias[row]), "model")
@@ -288,7 +292,18 @@ class LoadedModel:
         return self._to_rating(logit)
 
     def predict_one(self, user: UserVector, movie_row: int) -> float:
-        return float(self.predict(user.vec[None, :], np.array([user.bias]), np.array([movie_row]))[0])
+        """:meth:`predict` for one pair, in scalar arithmetic (the GET /predict path: no temporary arrays)."""
+        if self.kind != "dot":
+            return float(self.predict(user.vec[None, :], np.array([user.bias]), np.array([movie_row]))[0])
+        logit = (float(np.dot(user.vec, self.movie_factors[movie_row])) + user.bias
+                 + float(self.movie_bias[movie_row]) + self.global_bias)
+        if logit >= 0:
+            s = 1.0 / (1.0 + math.exp(-logit))
+        else:
+            e = math.exp(logit)
+            s = e / (1.0 + e)
+        rating = self.y_lo + (self.y_hi - self.y_lo) * s
+        return min(max(rating, self.clip_lo), self.clip_hi)
 
     # -- ranking ---------------------------------------------------------------------------------
 
