@@ -37,12 +37,17 @@ async def get_state(request: Request) -> ServingState | None:
     return request.app.state.registry.state
 
 
-async def require_state(request: Request) -> ServingState:
-    """The serving state; 503 when no model is loaded."""
+def require_state_now(request: Request) -> ServingState:
+    """The serving state; 503 when no model is loaded (for hot endpoints that skip the dependency)."""
     state = request.app.state.registry.state
     if state is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model is loaded yet")
     return state
+
+
+async def require_state(request: Request) -> ServingState:
+    """The serving state; 503 when no model is loaded."""
+    return require_state_now(request)
 
 
 def get_session(request: Request) -> Iterator[Session]:

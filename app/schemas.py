@@ -184,3 +184,10 @@ class ErrorDetail(BaseModel):
     """An error that is not a field validation: the reason in words."""
 
     detail: str = Field(examples=["request body larger than 1048576 bytes"])
+
+
+#: Raised before any route runs (body parsing, the size limit), so every route documents them.
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail, "description": "The body is not valid UTF-8 or JSON"},
+    413: {"model": ErrorDetail, "description": "Body over MOVIEREC_MAX_BODY_BYTES"},
+}

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..deps import PopularityDep, RegistryDep
-from ..schemas import ReloadResponse
+from ..schemas import BODY_ERRORS, ReloadResponse
 from ..security import require_api_key
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_api_key)],
-                   responses={401: {"description": "Missing or wrong X-API-Key"}})
+                   responses={**BODY_ERRORS, 401: {"description": "Missing or wrong X-API-Key"}})
 
 
 @router.post("/reload", response_model=ReloadResponse)

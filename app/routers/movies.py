@@ -8,10 +8,10 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from .. import repository
 from ..deps import PopularityDep, RequiredStateDep, SessionDep, StateDep
-from ..schemas import MAX_ID, MovieDetail, MoviePage, PopularMovies, SimilarMovies
+from ..schemas import BODY_ERRORS, MAX_ID, MovieDetail, MoviePage, PopularMovies, SimilarMovies
 from ..serving import split_genres
 
-router = APIRouter(tags=["movies"])
+router = APIRouter(responses=BODY_ERRORS, tags=["movies"])
 
 MoviePath = Annotated[int, Path(gt=0, le=MAX_ID, description="Movie id", examples=[50])]
 N = Annotated[int, Query(ge=1, le=100, description="Number of movies")]

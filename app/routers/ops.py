@@ -11,9 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import repository
 from ..deps import RequiredStateDep
-from ..schemas import Health, ModelInfo, Readiness
+from ..schemas import BODY_ERRORS, Health, ModelInfo, Readiness
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(responses=BODY_ERRORS, tags=["operations"])
 log = logging.getLogger(__name__)
 
 

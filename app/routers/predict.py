@@ -12,20 +12,22 @@ cost. Anything that needs the database runs in the thread pool explicitly.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Body, HTTPException, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from .. import repository
-from ..deps import RequiredStateDep
+from ..deps import RequiredStateDep, require_state_now
 from ..model_registry import ServingState
 from ..personalize import resolve_user
-from ..schemas import MAX_ID, Prediction, PredictRequest
+from ..schemas import BODY_ERRORS, MAX_ID, Prediction, PredictRequest
 from ..serving import UserVector
 
-router = APIRouter(tags=["predictions"])
+router = APIRouter(responses=BODY_ERRORS, tags=["predictions"])
 
 _ERRORS = {404: {"description": "Movie unknown to the database or to the model"},
            503: {"description": "No model loaded or database unavailable"}}
@@ -68,18 +70,64 @@ def _users_from_db(request: Request, state: ServingState, user_ids: list[int]) -
     return out
 
 
-@router.get("/predict", response_model=Prediction, responses=_ERRORS)
-async def predict_one(
-    request: Request,
-    state: RequiredStateDep,
-    user_id: Annotated[int, Query(gt=0, le=MAX_ID, description="User id", examples=[196])],
-    movie_id: Annotated[int, Query(gt=0, le=MAX_ID, description="Movie id", examples=[242])],
-) -> Response:
+class PredictQuery(BaseModel):
+    """The query of GET /predict (validated by :func:`_query_ids`, documented from this model)."""
+
+    user_id: int = Field(gt=0, le=MAX_ID, description="User id", examples=[196])
+    movie_id: int = Field(gt=0, le=MAX_ID, description="Movie id", examples=[242])
+
+
+def _openapi_query(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI ``parameters`` entries for a model's fields as query parameters, as FastAPI writes them."""
+    schema = model.model_json_schema()
+    return [{"name": name, "in": "query", "required": name in schema.get("required", []), "schema": prop,
+             **({"description": prop["description"]} if "description" in prop else {})}
+            for name, prop in schema["properties"].items()]
+
+
+def _query_ids(request: Request) -> tuple[int, int]:
+    """``user_id`` and ``movie_id`` of GET /predict, accepted and refused exactly as pydantic would.
+
+    Why not FastAPI ``Query`` parameters: for this endpoint, whose own work is ~8 µs, FastAPI
+    0.16x's per-request handling of two declared ints cost ~10 % of the throughput (measured with
+    wrk against otherwise identical endpoints). The common case, two plain decimal ids in range,
+    is parsed here; anything else goes through :class:`PredictQuery` and fails with FastAPI's
+    usual 422 detail (``loc`` ``["query", name]``).
+    """
+    query = request.query_params
+    user, movie = query.get("user_id"), query.get("movie_id")
+    if user is not None and movie is not None and user.isascii() and user.isdigit() and movie.isascii() \
+            and movie.isdigit() and len(user) <= 10 and len(movie) <= 10:
+        user_id, movie_id = int(user), int(movie)
+        if 0 < user_id <= MAX_ID and 0 < movie_id <= MAX_ID:
+            return user_id, movie_id
+    given = {k: v for k, v in (("user_id", user), ("movie_id", movie)) if v is not None}
+    try:
+        parsed = PredictQuery.model_validate(given)
+    except ValidationError as exc:
+        errors = []
+        for error in exc.errors(include_url=False):
+            error = {**error, "loc": ("query", *error["loc"])}
+            if error["type"] == "missing":
+                error["input"] = None  # as FastAPI reports a missing parameter
+            errors.append(error)
+        raise RequestValidationError(errors) from None
+    return parsed.user_id, parsed.movie_id
+
+
+@router.get("/predict", response_model=Prediction, openapi_extra={"parameters": _openapi_query(PredictQuery)},
+            responses={**_ERRORS, 422: {"description": "Validation Error", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}}})
+async def predict_one(request: Request) -> Response:
     """Predicted rating of one movie by one user (0.5..5).
 
     Users the model does not know, or who rated since it was trained, are folded in from their
     current ratings; users with no ratings get the baseline (global + movie bias).
     """
+    user_id, movie_id = _query_ids(request)
+    # The serving state is read here rather than through RequiredStateDep: resolving a
+    # sub-dependency is a measurable share of this endpoint's cost too.
+    state = require_state_now(request)
     model = state.model
     movie_row = model.movie_row(movie_id)
     if movie_row is None or not model.in_catalogue[movie_row]:

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Reques
 
 from .. import repository
 from ..deps import RegistryDep, SessionDep, SettingsDep
-from ..schemas import MAX_ID, RatingIn, RatingOut
+from ..schemas import BODY_ERRORS, MAX_ID, RatingIn, RatingOut
 from ..security import require_api_key
 
-router = APIRouter(tags=["ratings"])
+router = APIRouter(responses=BODY_ERRORS, tags=["ratings"])
 
 UserPath = Annotated[int, Path(gt=0, le=MAX_ID, description="User id")]
 MoviePath = Annotated[int, Path(gt=0, le=MAX_ID, description="Movie id")]

@@ -10,9 +10,9 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from .. import repository
 from ..deps import PopularityDep, SessionDep, StateDep
 from ..personalize import needs_fold_in, resolve_user
-from ..schemas import MAX_ID, Recommendation
+from ..schemas import BODY_ERRORS, MAX_ID, Recommendation
 
-router = APIRouter(tags=["recommendations"])
+router = APIRouter(responses=BODY_ERRORS, tags=["recommendations"])
 
 
 def parse_ids(values: list[str], name: str) -> set[int]:
