@@ -55,8 +55,7 @@ def post_ratings(
         rows[key] = {"user_id": item.user_id, "movie_id": item.movie_id, "rating": float(item.rating),
                      "rated_at": item.rated_at if item.rated_at is not None else now}
     stored = list(rows.values())
-    with session.begin():
-        repository.begin_write(session)
+    with repository.write_transaction(session):
         movie_ids = sorted({key[1] for key in rows})
         missing = set(movie_ids) - repository.existing_movie_ids(session, movie_ids)
         if missing:
@@ -86,7 +85,7 @@ def list_ratings(
 def delete_rating(request: Request, session: SessionDep, registry: RegistryDep, user_id: UserPath,
                   movie_id: MoviePath) -> Response:
     """Remove one rating; 404 if the user had not rated that movie."""
-    with session.begin():
+    with repository.write_transaction(session):
         found = repository.delete_rating(session, user_id, movie_id)
     if not found:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {user_id} has no rating of movie {movie_id}")
