@@ -263,11 +263,9 @@ def positive_weights(train: Ratings, params: FitParams) -> np.ndarray:
     else:
         raise ValueError(f"unknown rank_positives {mode!r} (expected all, liked, graded or centered)")
     if params.rank_recency > 0 and len(r):
-        order = np.lexsort((train.movie, train.rated_at, train.user))
         counts = np.bincount(train.user, minlength=train.n_users)
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        pos = np.empty(len(r))
-        pos[order] = np.arange(len(r)) - np.repeat(starts, counts)
+        pos = K.history_positions(np.ascontiguousarray(train.user), np.ascontiguousarray(train.rated_at),
+                                  np.ascontiguousarray(train.movie), train.n_users)
         q = pos / np.maximum(counts[train.user] - 1, 1)
         c = c * np.exp(-params.rank_recency * (1.0 - q))
     total = c.sum()

@@ -288,3 +288,32 @@ def shuffle_ratings(records: np.ndarray, perm: np.ndarray, user: np.ndarray, mov
         movie[i] = rec[1]
         rating[i] = rec[2]
         weight[i] = rec[3]
+
+
+@njit(parallel=True, cache=True)
+def history_positions(user: np.ndarray, rated_at: np.ndarray, movie: np.ndarray, n_users: int) -> np.ndarray:
+    """Each rating's position in its user's history ordered by (time, movie): 0 for the oldest.
+
+    The same order as ``np.lexsort((movie, rated_at, user))`` (stable, so equal keys keep their
+    input order), found with a counting sort by user and a small sort per user: 25M ratings
+    took ~7 s with lexsort's three full-length sorts.
+    """
+    n = user.shape[0]
+    counts = np.zeros(n_users + 1, np.int64)
+    for i in range(n):
+        counts[user[i] + 1] += 1
+    starts = np.cumsum(counts)
+    fill = starts[:-1].copy()
+    by_user = np.empty(n, np.int64)
+    for i in range(n):
+        u = user[i]
+        by_user[fill[u]] = i
+        fill[u] += 1
+    pos = np.empty(n, np.int64)
+    for u in prange(n_users):
+        rows = by_user[starts[u]:starts[u + 1]]
+        by_movie = rows[np.argsort(movie[rows], kind="mergesort")]
+        ordered = by_movie[np.argsort(rated_at[by_movie], kind="mergesort")]
+        for k in range(ordered.shape[0]):
+            pos[ordered[k]] = k
+    return pos

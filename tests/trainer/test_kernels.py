@@ -149,3 +149,22 @@ def test_hugepage_arrays_are_zeroed_and_aligned() -> None:
         assert big.ctypes.data % hugepages.HUGE_PAGE == 0
     copy = hugepages.like(np.arange(12, dtype=np.int32).reshape(4, 3))
     assert copy.dtype == np.int32 and copy[3, 2] == 11
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_history_positions_follow_lexsort_order(seed: int) -> None:
+    """Positions in each user's history by (time, movie), ties in input order, as np.lexsort gives them."""
+    from trainer.kernels import history_positions
+
+    rng = np.random.default_rng(seed)
+    n, users = 5000, 40
+    user = rng.integers(0, users, n).astype(np.int32)
+    user[:3] = users - 1  # a user at the end of the range; some users may have no ratings at all
+    rated_at = rng.integers(0, 30, n)  # many equal timestamps
+    movie = rng.integers(0, 50, n).astype(np.int32)
+    order = np.lexsort((movie, rated_at, user))
+    counts = np.bincount(user, minlength=users)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    expected = np.empty(n, np.int64)
+    expected[order] = np.arange(n) - np.repeat(starts, counts)
+    np.testing.assert_array_equal(history_positions(user, rated_at, movie, users), expected)
