@@ -34,6 +34,13 @@ def planted(n_users: int = 120, n_movies: int = 80, per_user: int = 30, rank: in
     return from_raw(user * 3 + 7, movie * 5 + 11, value, times, {int(m * 5 + 11): f"Movie {m}" for m in range(n_movies)})
 
 
+@pytest.fixture(autouse=True)
+def pinned_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One training thread unless a test says otherwise: the default follows the load average, and
+    BLAS results differ in the last bits between thread counts (same-seed tests compare exactly)."""
+    monkeypatch.setenv("MOVIEREC_TRAIN_THREADS", "1")
+
+
 @pytest.fixture(scope="session")
 def synth() -> Ratings:
     return planted()
