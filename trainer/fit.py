@@ -12,7 +12,7 @@ gathered rows (written out by hand, in the compiled kernels of :mod:`trainer.ker
   plus a sort per table for the sparse update: 0.3-0.5M ratings/s on 2 cores, and 2 threads
   were slower than 1. Compiled row-by-row kernels (numba), the three matrix products of the
   sampled softmax left to BLAS, tables in huge pages and prefetched rows made the same
-  arithmetic 2.2-2.7M ratings/s at 5M-25M ratings (bench/results/speed.md); the gradients are
+  arithmetic 2.2-2.8M ratings/s at 5M-25M ratings (bench/results/speed.md); the gradients are
   checked against autograd in tests/trainer/test_kernels.py.
 
 The loss is ``MSE(rating) + bpr_weight * ranking``. The ranking term (``rank_loss="softmax"``,
