@@ -146,8 +146,10 @@ class History:
     bpr: list[float] = field(default_factory=list)
     valid_rmse: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
-    #: Threads the fit ran with (see :func:`set_threads`).
+    #: Threads the fit started with (see :func:`set_threads`).
     threads: int = 1
+    #: The step after which it went on with one thread (:class:`ThreadGovernor`), if it did.
+    threads_dropped_at_step: int | None = None
 
     def to_dict(self) -> dict[str, list[float]]:
         return asdict(self)
@@ -190,6 +192,48 @@ def set_threads() -> int:
     return n
 
 
+class ThreadGovernor:
+    """Falls back to one thread when the step rate collapses, as when another process takes a core.
+
+    The thread count is chosen when a fit starts (:func:`default_threads`), but a machine can get
+    busy later, and then two threads are several times slower than one (see there). Steps are
+    timed in windows of ``window`` steps within an epoch; a window that runs at less than
+    1/``collapse`` of the best window's rate while more than one thread trains switches the
+    rest of the fit to one thread. It never switches back: a fit that fell back once is on a
+    busy machine. Small data sets (fewer steps an epoch than a window) are never judged.
+    """
+
+    def __init__(self, threads: int, window: int = 128, collapse: float = 3.0,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.threads, self.window, self.collapse, self.clock = threads, window, collapse, clock
+        self.best = 0.0
+        self.count = 0
+        self.since = clock()
+        #: The step (counted from 1 over the whole fit) after which training went to one thread.
+        self.dropped_at: int | None = None
+
+    def restart(self) -> None:
+        """Start a new window (at an epoch's start: the shuffle between epochs is not a step)."""
+        self.count = 0
+        self.since = self.clock()
+
+    def step(self, t: int) -> None:
+        """Count step ``t``; judge the window when it is full."""
+        self.count += 1
+        if self.count < self.window:
+            return
+        now = self.clock()
+        rate = self.count / max(now - self.since, 1e-9)
+        self.count, self.since = 0, now
+        if rate > self.best:
+            self.best = rate
+        elif self.threads > 1 and rate * self.collapse < self.best:
+            self.threads = 1
+            self.dropped_at = t
+            torch.set_num_threads(1)
+            numba.set_num_threads(1)
+
+
 def one_cycle(step: int, total: int, lr: float, warm: float = 0.25, div: float = 25.0, final_div: float = 1e4) -> float:
     """fastai-style one-cycle: cosine from lr/div up to lr over ``warm`` of the steps, then cosine to lr/final_div."""
     t = step / max(total - 1, 1)
@@ -225,7 +269,9 @@ def fit(train: Ratings, params: FitParams, valid: Ratings | None = None,
     mean = float(train.rating.mean()) if len(train) else 3.5
     model = make_model(params, train.n_users, train.n_movies, mean, gen)
     if params.model == "dot":
-        history = _fit_dot(model, train, params, valid, gen, progress)  # type: ignore[arg-type]
+        governor = ThreadGovernor(threads)
+        history = _fit_dot(model, train, params, valid, gen, progress, governor)  # type: ignore[arg-type]
+        history.threads_dropped_at_step = governor.dropped_at
     else:
         history = _fit_nn(model, train, params, valid, gen, progress)  # type: ignore[arg-type]
     history.threads = threads
@@ -501,7 +547,7 @@ def _warm_up(params: FitParams, sampler: NegativeSampler | None) -> None:
 
 @torch.no_grad()
 def _fit_dot(model: DotProductBias, train: Ratings, params: FitParams, valid: Ratings | None,
-             gen: torch.Generator, progress: Progress | None) -> History:
+             gen: torch.Generator, progress: Progress | None, governor: ThreadGovernor | None = None) -> History:
     r = len(train)
     bs = max(1, min(params.batch_size, r))
     params = dataclasses.replace(params, batch_size=bs)
@@ -539,6 +585,8 @@ def _fit_dot(model: DotProductBias, train: Ratings, params: FitParams, valid: Ra
         else:
             negatives = None
         loss_sum = rank_sum = 0.0
+        if governor is not None:
+            governor.restart()
         for step, s in enumerate(range(0, r, bs)):
             t += 1
             lr = one_cycle(t - 1, total, params.lr)
@@ -547,6 +595,8 @@ def _fit_dot(model: DotProductBias, train: Ratings, params: FitParams, valid: Ra
             sq, rank = step_fn(eu[s:s + bs], em[s:s + bs], er[s:s + bs], j, c, lr, t, scale)
             loss_sum += sq
             rank_sum += rank
+            if governor is not None:
+                governor.step(t)
         loss = loss_sum / r
         if not math.isfinite(loss) or not math.isfinite(rank_sum):
             raise DivergedError(f"training diverged in epoch {epoch + 1}: loss is {loss} (try a lower --lr)")

@@ -168,3 +168,54 @@ def test_history_positions_follow_lexsort_order(seed: int) -> None:
     expected = np.empty(n, np.int64)
     expected[order] = np.arange(n) - np.repeat(starts, counts)
     np.testing.assert_array_equal(history_positions(user, rated_at, movie, users), expected)
+
+
+class _Clock:
+    """A fake clock that also numbers the steps of the fit."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.steps = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _run_windows(governor, clock: _Clock, seconds_per_step: list[float], window: int) -> None:
+    for per_step in seconds_per_step:
+        for _ in range(window):
+            clock.steps += 1
+            clock.now += per_step
+            governor.step(clock.steps)
+
+
+def test_thread_governor_drops_to_one_thread_when_the_rate_collapses(monkeypatch) -> None:
+    from trainer import fit as F
+
+    calls = []
+    monkeypatch.setattr(F.torch, "set_num_threads", lambda n: calls.append(("torch", n)))
+    monkeypatch.setattr(F.numba, "set_num_threads", lambda n: calls.append(("numba", n)))
+    clock = _Clock()
+    governor = F.ThreadGovernor(2, window=4, collapse=3.0, clock=clock)
+    _run_windows(governor, clock, [0.010, 0.008, 0.012, 0.020], 4)  # slower, but not 3x: keeps 2
+    assert governor.threads == 2 and governor.dropped_at is None and not calls
+    _run_windows(governor, clock, [0.030], 4)  # 3.75x the best window: busy machine
+    assert governor.threads == 1 and governor.dropped_at == 20
+    assert calls == [("torch", 1), ("numba", 1)]
+    _run_windows(governor, clock, [0.001, 0.100], 4)  # never back, never again
+    assert governor.threads == 1 and len(calls) == 2
+
+
+def test_thread_governor_leaves_one_thread_and_short_epochs_alone() -> None:
+    from trainer.fit import ThreadGovernor
+
+    clock = _Clock()
+    one = ThreadGovernor(1, window=4, clock=clock)
+    _run_windows(one, clock, [0.01, 1.0], 4)
+    assert one.threads == 1 and one.dropped_at is None
+    short = ThreadGovernor(2, window=4, clock=clock)
+    for t in range(1, 4):  # each epoch shorter than a window: nothing is judged
+        short.restart()
+        clock.now += 100.0
+        short.step(t)
+    assert short.threads == 2 and short.best == 0.0
