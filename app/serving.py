@@ -142,6 +142,7 @@ class LoadedModel:
         # The movie term of the ranking score (store.py): rank_bias when present, else movie_bias.
         self.rank_term: np.ndarray = np.asarray(rank_bias if rank_bias is not None else t["movie_bias"],
                                                 dtype=np.float32)
+        self._nn_rank_bias = None if rank_bias is None else self.rank_term
         self.k: int = int(self.user_factors.shape[1])
         self.global_bias: float = float(manifest["global_bias"])
         self.y_lo, self.y_hi = (float(v) for v in manifest["y_range"])
@@ -312,7 +313,9 @@ class LoadedModel:
         if self.kind == "dot":
             return self.movie_factors @ user.vec + self.rank_term
         h1 = self._movie_h1 + (self._w1_user @ user.vec + self.layers[0][1])
-        return self._nn_logit(h1).astype(np.float32)
+        # logit + rank_bias (store.py); nn versions without one rank by the logit alone
+        logit = self._nn_logit(h1).astype(np.float32)
+        return logit + self._nn_rank_bias if self._nn_rank_bias is not None else logit
 
     def allowed_mask(self, genre: str | None = None, min_year: int | None = None) -> np.ndarray:
         """Movies that may be shown: in the catalogue and matching the optional filters."""

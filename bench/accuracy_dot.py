@@ -55,7 +55,7 @@ def run(data, params: FitParams, skip_rank: bool = False) -> dict:
     row["fit_s"] += time.perf_counter() - t0
     m = ranking_metrics(tr, te, model.rank_scores)
     row.update({k: m[k] for k in ("ndcg@10", "recall@10", "hr@10")})
-    row["rank_scale"] = model.rank_scale
+    row["rank_scale"] = getattr(model, "rank_scale", None)  # nn models have none
     return row
 
 

@@ -37,7 +37,7 @@ Semantics (``manifest["y_range"] = [lo, hi]``, ``manifest["global_bias"] = g``, 
   ``rank_bias`` is present, else ``u·m + b_m`` (``b_u`` and ``g`` are the same for every movie).
 * ``nn``: ``x = concat(user_factors[u], movie_factors[m])``; every ``mlp.N`` layer but the last
   is followed by ReLU; the last has one output, the logit; ``rating = lo + (hi - lo) * s(logit + g)``.
-  The ranking score is the logit.
+  The ranking score is ``logit + rank_bias[m]`` when ``rank_bias`` is present, else the logit.
 """
 
 from __future__ import annotations

@@ -72,8 +72,15 @@ Regularisation is L2 on the rows a sample touches, weighted per occurrence (the 
 matrix-factorisation penalty): popular movies are pulled by many ratings and many penalties.
 The learning rate follows a one-cycle schedule (warm up 25 %, cosine down), as fastai does.
 
-``nn`` uses autograd with AdamW (its MLP is dense anyway) and the same loss with the logit as
-the ranking score.
+``nn`` uses autograd with AdamW (its MLP is dense anyway) and the same loss: MSE plus the sampled
+softmax over shared popularity negatives (logQ-corrected, recency-weighted positives) on
+``logit + rank_bias``, the negatives' logits from :meth:`EmbeddingNN.negative_logits`. Its
+defaults (15 epochs, lr 0.01, weight 0.5, 64 negatives, a quarter of each batch ranked) on
+ML-100K, seed 42: RMSE 0.934, NDCG@10 0.107, 8 s a fit on 2 cores, where the previous one-negative
+BPR on the bare logit (8 epochs, lr 0.003) gave 0.940 / 0.057, below popularity (0.090). Every
+row with 128 negatives: 0.939 / 0.111 but ~120 s a fit (each pair runs the MLP); a quarter with
+128: 0.937 / 0.111 at 12 s. Weight 1 reached NDCG 0.139 at RMSE 0.984; a rank scale of 2 or no
+rank_bias ranked worse (0.094 / 0.073 at 8 epochs).
 
 Determinism: all randomness (init, permutation, negatives) comes from one ``torch.Generator``
 seeded with the training seed; CPU ``index_add_`` and matrix products are deterministic for a
@@ -164,8 +171,10 @@ def defaults_for(kind: str) -> FitParams:
     if kind == "dot":
         return FitParams(model="dot")
     if kind == "nn":
-        return FitParams(model="nn", factors=32, epochs=8, lr=0.003, wd=0.01, batch_size=1024, bpr_weight=0.5,
-                         hidden=(64,))
+        # Every (rating, negative) pair runs the MLP, so the ranking term takes 64 negatives and a
+        # quarter of each batch at any data size (see the module docstring).
+        return FitParams(model="nn", factors=32, epochs=15, lr=0.01, wd=0.01, batch_size=1024, bpr_weight=0.5,
+                         hidden=(64,), negatives=64, rank_sample=0.25, rank_sample_min=0)
     raise ValueError(f"unknown model kind {kind!r} (expected dot or nn)")
 
 
@@ -614,8 +623,13 @@ def _fit_nn(model: EmbeddingNN, train: Ratings, params: FitParams, valid: Rating
     opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.wd, betas=(0.9, 0.99))
     lo, hi = model.y_range
     bs = max(1, min(params.batch_size, r))
-    total = math.ceil(r / bs) * params.epochs
+    steps_per_epoch = math.ceil(r / bs)
+    total = steps_per_epoch * params.epochs
     w = params.bpr_weight
+    softmax = params.rank_loss == "softmax"
+    sampler = negative_sampler(train, params) if w > 0 and softmax else None
+    weights = torch.from_numpy(positive_weights(train, params)) if sampler is not None else None
+    fraction = rank_fraction(params, r)
     history = History()
     t = 0
     for epoch in range(params.epochs):
@@ -623,9 +637,15 @@ def _fit_nn(model: EmbeddingNN, train: Ratings, params: FitParams, valid: Rating
         start = time.perf_counter()
         perm = torch.randperm(r, generator=gen)
         eu, em, er = users[perm].long(), movies[perm].long(), ratings[perm]
-        negatives = torch.randint(0, train.n_movies, (r,), generator=gen) if w > 0 else None
+        ec = None if weights is None else weights[perm]
+        if sampler is not None:
+            negatives = sampler.draw(steps_per_epoch, params.negatives, gen)
+        elif w > 0:
+            negatives = torch.randint(0, train.n_movies, (r,), generator=gen)
+        else:
+            negatives = None
         loss_sum = bpr_sum = 0.0
-        for s in range(0, r, bs):
+        for step, s in enumerate(range(0, r, bs)):
             for group in opt.param_groups:
                 group["lr"] = one_cycle(t, total, params.lr)
             t += 1
@@ -635,7 +655,23 @@ def _fit_nn(model: EmbeddingNN, train: Ratings, params: FitParams, valid: Rating
             pred = lo + (hi - lo) * torch.sigmoid(z + model.global_bias)
             mse = torch.nn.functional.mse_loss(pred, y)
             loss = mse
-            if negatives is not None:
+            if negatives is not None and sampler is not None:
+                # The sampled softmax of ``dot``, on ``logit + rank_bias`` (scale 1: the logit is
+                # already the model's own scale); shared negatives, logQ-corrected.
+                # Only the first n_rank ratings of the (random) batch: each pair runs the MLP.
+                j = negatives[step]
+                n_rank = max(1, round(fraction * len(u)))
+                mr = m[:n_rank]
+                x_pos = z[:n_rank] + model.rank_bias[mr]
+                x_neg = model.negative_logits(pu[:n_rank], model.movie_factors[j]) + model.rank_bias[j]
+                if sampler.log_correction is not None:
+                    x_neg = x_neg - sampler.log_correction[j]
+                x_neg = x_neg.masked_fill(j.unsqueeze(0) == mr.unsqueeze(1), float("-inf"))
+                per_row = torch.logsumexp(torch.cat([x_pos.unsqueeze(1), x_neg], 1), 1) - x_pos
+                rank = (per_row * ec[s:s + n_rank]).mean()
+                loss = loss + w * rank
+                bpr_sum += float(rank.detach()) * len(u)
+            elif negatives is not None:
                 zj = model.logit_from(pu, model.movie_factors[negatives[s:s + bs]])
                 bpr = torch.nn.functional.softplus(zj - z).mean()
                 loss = loss + w * bpr

@@ -5,7 +5,8 @@
   movie learned by the ranking (BPR) part of the loss, so that the ranking score is
   ``u·m + rank_bias[m]`` (see ``movierec.store``).
 * :class:`EmbeddingNN` (``nn``): fastai's ``EmbeddingNN`` -- ``concat(u, m)`` through an MLP with
-  ReLU, ``rating = lo + (hi - lo) * sigmoid(logit + g)``; the ranking score is the logit.
+  ReLU, ``rating = lo + (hi - lo) * sigmoid(logit + g)``; the ranking score is
+  ``logit + rank_bias[m]``, the per-movie term learned by the ranking loss alone.
 
 ``g`` (``global_bias``) is a fixed offset, the logit of the mean training rating in ``y_range``,
 so that a freshly initialised model already predicts the mean and biases start at zero.
@@ -103,6 +104,8 @@ class EmbeddingNN(nn.Module):
                     layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator) * 2 * bound - bound)
                     layer.bias.copy_(torch.rand(layer.bias.shape, generator=generator) * 2 * bound - bound)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        #: Movie term of the ranking score only (how often a movie is watched), as in ``dot``.
+        self.rank_bias = nn.Parameter(torch.zeros(n_movies))
 
     @property
     def factors(self) -> int:
@@ -128,22 +131,33 @@ class EmbeddingNN(nn.Module):
         self.eval()
         return predict_in_batches(self, user, movie, batch)
 
+    def negative_logits(self, u: torch.Tensor, movies: torch.Tensor) -> torch.Tensor:
+        """Logits of every (user row of ``u``, movie of ``movies``) pair: (len(u), len(movies)).
+
+        The first layer splits into a user half and a movie half, so it runs once per user and
+        once per movie rather than once per pair; the rest of the MLP runs per pair.
+        """
+        first = self.layers[0]
+        k = u.shape[1]
+        h = (u @ first.weight[:, :k].t())[:, None, :] + (movies @ first.weight[:, k:].t())[None, :, :] + first.bias
+        for layer in self.layers[1:]:
+            h = layer(self.dropout(torch.relu(h)))
+        return h.squeeze(-1)
+
     @torch.no_grad()
     def rank_scores(self, users: np.ndarray) -> np.ndarray:
-        """The logit of every movie for each user: (len(users), n_movies)."""
+        """``logit + rank_bias`` of every movie for each user: (len(users), n_movies), as the API ranks."""
         self.eval()
-        u_idx = torch.from_numpy(np.asarray(users, dtype=np.int64))
-        n_m = self.movie_factors.shape[0]
-        u = self.user_factors[u_idx].repeat_interleave(n_m, dim=0)
-        m = self.movie_factors.repeat(len(u_idx), 1)
-        return self.logit_from(u, m).view(len(u_idx), n_m).numpy()
+        u = self.user_factors[torch.from_numpy(np.asarray(users, dtype=np.int64))]
+        return (self.negative_logits(u, self.movie_factors) + self.rank_bias).numpy()
 
     def export(self) -> dict[str, np.ndarray]:
-        """Store tensors: factors, zero biases (the store requires them), ``mlp.N.weight/bias``."""
+        """Store tensors: factors, zero rating biases (the store requires them), ``rank_bias``, ``mlp.N.weight/bias``."""
         out = {
             "user_factors": _np(self.user_factors), "movie_factors": _np(self.movie_factors),
             "user_bias": np.zeros(self.user_factors.shape[0], np.float32),
             "movie_bias": np.zeros(self.movie_factors.shape[0], np.float32),
+            "rank_bias": _np(self.rank_bias),
         }
         for i, layer in enumerate(self.layers):
             out[f"mlp.{i}.weight"] = _np(layer.weight)

@@ -173,3 +173,12 @@ def test_report_file_names_are_checked(tmp_path: Path) -> None:
     assert model.report_file("loss.png") is not None
     for bad in ("../secret.png", "..", "manifest.json", "model.safetensors", ".hidden.png", "a/b.png"):
         assert model.report_file(bad) is None
+
+
+def test_nn_ranking_adds_the_rank_bias_when_the_version_has_one(tmp_path: Path) -> None:
+    t = _nn_tensors()
+    plain = _load(tmp_path / "plain", t, kind="nn").rank_scores
+    t["rank_bias"] = np.linspace(-1, 1, 20).astype(np.float32)
+    model = _load(tmp_path / "biased", t, kind="nn")
+    user = model.trained_user(1)
+    np.testing.assert_allclose(model.rank_scores(user), plain(user) + t["rank_bias"], rtol=1e-5, atol=1e-6)

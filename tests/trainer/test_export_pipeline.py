@@ -40,8 +40,9 @@ def _numpy_scores(art, users: np.ndarray, movies: np.ndarray) -> tuple[np.ndarra
             x = x @ t[f"mlp.{i}.weight"].T + t[f"mlp.{i}.bias"]
             if i < n_layers - 1:
                 x = np.maximum(x, 0)
-        rank = x[:, 0]
-        rating = lo + (hi - lo) * _sigmoid(rank + g)
+        logit = x[:, 0]
+        rating = lo + (hi - lo) * _sigmoid(logit + g)
+        rank = logit + t["rank_bias"][movies] if "rank_bias" in t else logit
     return np.clip(rating, *man["rating_scale"]), rank
 
 
