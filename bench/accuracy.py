@@ -59,7 +59,11 @@ def pin_torch_threads(n: int) -> str:
     try:
         import trainer.fit as tfit
         if hasattr(tfit, "set_threads"):
-            tfit.set_threads = lambda: torch.set_num_threads(n)
+            def pinned() -> int:
+                torch.set_num_threads(n)
+                return n
+
+            tfit.set_threads = pinned
     except Exception:  # noqa: BLE001
         pass
     return f"torch threads pinned to {n} for every torch system (trainer.fit.set_threads overridden in this process)"

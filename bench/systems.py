@@ -322,19 +322,19 @@ class FastaiRecipe(System):
 
 
 class Ours(System):
-    """movierec's trainer: ``trainer.fit.fit(Ratings, FitParams(model=..., seed=...))``."""
+    """movierec's trainer with the defaults ``movierec train --model KIND`` uses (``trainer.fit.defaults_for``)."""
 
     def __init__(self, kind: str, **overrides: Any) -> None:
         self.kind, self.overrides = kind, overrides
         self.name = f"ours `{kind}`"
-        self.config = "FitParams defaults" + (f" + {overrides}" if overrides else "") + (
-            "" if kind == "dot" else " (model='nn')")
+        self.config = f"defaults_for('{kind}'), as movierec train --model {kind}" + (
+            f" + {overrides}" if overrides else "")
 
     @staticmethod
     def available() -> str | None:
         """None when the trainer API is importable, else why not."""
         try:
-            from trainer.fit import FitParams, fit  # noqa: F401
+            from trainer.fit import defaults_for, fit  # noqa: F401
             from trainer.data import Ratings  # noqa: F401
         except Exception as exc:  # noqa: BLE001
             return f"{exc.__class__.__name__}: {exc}"
@@ -342,12 +342,14 @@ class Ours(System):
 
     def fit(self, train: Triples, seed: int) -> Ours:
         from trainer.data import Ratings
-        from trainer.fit import FitParams, fit
+        import dataclasses
+
+        from trainer.fit import defaults_for, fit
 
         self.ratings = Ratings(train.user, train.movie, train.rating, train.ts,
                                train.user_ids if train.user_ids is not None else np.arange(train.n_users),
                                train.movie_ids if train.movie_ids is not None else np.arange(train.n_movies))
-        params = FitParams(model=self.kind, seed=seed, **self.overrides)
+        params = dataclasses.replace(defaults_for(self.kind), seed=seed, **self.overrides)
         self.params = params
         self.model, self.history = fit(self.ratings, params)
         return self
