@@ -83,7 +83,8 @@ row with 128 negatives: 0.939 / 0.111 but ~120 s a fit (each pair runs the MLP);
 rank_bias ranked worse (0.094 / 0.073 at 8 epochs).
 
 Determinism: all randomness (init, permutation, negatives) comes from one ``torch.Generator``
-seeded with the training seed; CPU ``index_add_`` and matrix products are deterministic for a
+seeded with the training seed; the compiled kernels sum each row's gradients in batch order
+whatever the thread count, and the BLAS products (and so the whole fit) are deterministic for a
 fixed thread count.
 """
 
@@ -158,7 +159,7 @@ class History:
     #: The step after which it went on with one thread (:class:`ThreadGovernor`), if it did.
     threads_dropped_at_step: int | None = None
 
-    def to_dict(self) -> dict[str, list[float]]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -364,6 +365,11 @@ def rank_fraction(params: FitParams, n_ratings: int) -> float:
     return float(min(1.0, max(params.rank_sample, params.rank_sample_min / n_ratings)))
 
 
+def ranked_rows(fraction: float, batch: int) -> int:
+    """How many of a batch's (randomly ordered) ratings, the first ones, take part in the ranking term."""
+    return max(1, min(batch, round(fraction * batch)))
+
+
 class _RowSet:
     """The distinct rows of one table that a batch touched (:func:`trainer.kernels.touched_rows`)."""
 
@@ -442,7 +448,7 @@ class _DotStep:
 
     def __init__(self, model: DotProductBias, params: FitParams, sampler: NegativeSampler | None,
                  rank_fraction: float = 1.0) -> None:
-        self.model, self.params, self.sampler = model, params, sampler
+        self.params, self.sampler = params, sampler
         self.rank_fraction = rank_fraction
         b, k = params.batch_size, model.factors
         self.k = k
@@ -465,7 +471,7 @@ class _DotStep:
         self.gu = np.empty((b, k + 1), np.float32)
         self.gm_all = np.zeros((b + extra, k + 2), np.float32)  # [positives; negatives]: one update for both
         self.m_all = np.empty(b + extra, np.int32)
-        self.dot, self.loss, self.x_pos, self.top = (np.empty(b, np.float32) for _ in range(4))
+        self.dot, self.x_pos, self.top = (np.empty(b, np.float32) for _ in range(3))
         self.x = np.empty((b, params.negatives if self.ranking == "softmax" else 0), np.float32)
         self.ones = np.ones(b, np.float32)
         lo, hi = model.y_range
@@ -491,9 +497,7 @@ class _DotStep:
             rank = self._softmax(m, j, self.ones[:b] if c is None else c, b, w, lr, t, scale)
         elif self.ranking == "bpr":
             n_extra = b
-            loss = self.loss[:b]
-            K.bpr_rows(self.movies, m, j, _f32(w / b), reg, qu, qm, gu, gm, self.gm_all[b:2 * b], loss)
-            rank = float(loss.sum(dtype=np.float64))
+            rank = K.bpr_rows(self.movies, m, j, _f32(w / b), reg, qu, qm, gu, gm, self.gm_all[b:2 * b])
         self.opt_users.step(self.user_rows.find(u), gu, lr, t)
         self.m_all[:b] = m
         if n_extra:
@@ -516,7 +520,7 @@ class _DotStep:
         if self.sampler is not None and self.sampler.log_correction_np is not None:
             neg_bias -= self.sampler.log_correction_np[j]
         # Only the first r ratings of the (randomly ordered) batch take part, each counting b/r times.
-        r = max(1, min(b, round(self.rank_fraction * b)))
+        r = ranked_rows(self.rank_fraction, b)
         self.gm_all[r:b, k + K.RANK_BIAS] = 0.0
         x, x_pos, top = self.x[:r], self.x_pos[:r], self.top[:r]
         qu_t, x_t = torch.from_numpy(self.qu[:r]), torch.from_numpy(x)
@@ -655,12 +659,12 @@ def _fit_nn(model: EmbeddingNN, train: Ratings, params: FitParams, valid: Rating
             pred = lo + (hi - lo) * torch.sigmoid(z + model.global_bias)
             mse = torch.nn.functional.mse_loss(pred, y)
             loss = mse
-            if negatives is not None and sampler is not None:
+            if sampler is not None:
                 # The sampled softmax of ``dot``, on ``logit + rank_bias`` (scale 1: the logit is
                 # already the model's own scale); shared negatives, logQ-corrected.
                 # Only the first n_rank ratings of the (random) batch: each pair runs the MLP.
                 j = negatives[step]
-                n_rank = max(1, round(fraction * len(u)))
+                n_rank = ranked_rows(fraction, len(u))
                 mr = m[:n_rank]
                 x_pos = z[:n_rank] + model.rank_bias[mr]
                 x_neg = model.negative_logits(pu[:n_rank], model.movie_factors[j]) + model.rank_bias[j]

@@ -21,7 +21,6 @@ Python error check is a branch per element; with it the Adam update ran 4x slowe
 
 from __future__ import annotations
 
-
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -177,23 +176,24 @@ def softmax_grad(x: np.ndarray, x_pos: np.ndarray, top: np.ndarray, c: np.ndarra
 
 @njit(parallel=True, fastmath=_FAST, error_model="numpy", cache=True)
 def bpr_rows(movies: np.ndarray, m: np.ndarray, j: np.ndarray, w_inv_b: np.float32, reg: np.float32,
-             qu: np.ndarray, qm: np.ndarray, gu: np.ndarray, gm: np.ndarray, gj: np.ndarray,
-             loss: np.ndarray) -> None:
+             qu: np.ndarray, qm: np.ndarray, gu: np.ndarray, gm: np.ndarray, gj: np.ndarray) -> float:
     """One-negative BPR of one batch, row by row: ``L = w softplus(-x)``, ``x = u·(m_i - m_j) + rb_i - rb_j``.
 
     ``dL/dx = -w s(-x) / B``; ``dx/du = m_i - m_j``, ``dx/dm_i = u``, ``dx/dm_j = -u``; the
-    negative's row also takes its L2 term. Adds to ``gu``/``gm``, writes the negatives' rows ``gj``.
+    negative's row also takes its L2 term. Adds to ``gu``/``gm``, writes the negatives' rows ``gj``;
+    returns the summed loss.
     """
     k = qu.shape[1]
     one = _F32(1.0)
     zero = _F32(0.0)
+    loss = 0.0
     for i in prange(m.shape[0]):
         ji = j[i]
         x = movies[m[i], k + RANK_BIAS] - movies[ji, k + RANK_BIAS]
         for f in range(k):
             x += qu[i, f] * (qm[i, f] - movies[ji, f])
         # softplus(-x) and s(-x) without overflow for large |x|
-        loss[i] = max(-x, zero) + np.log1p(np.exp(-abs(x)))
+        loss += max(-x, zero) + np.log1p(np.exp(-abs(x)))
         d = -w_inv_b / (one + np.exp(x))
         gm[i, k + RANK_BIAS] = d
         gj[i, k + RANK_BIAS] = -d
@@ -203,6 +203,7 @@ def bpr_rows(movies: np.ndarray, m: np.ndarray, j: np.ndarray, w_inv_b: np.float
             gu[i, f] += d * (qm[i, f] - pj)
             gm[i, f] += d * qu[i, f]
             gj[i, f] = reg * pj - d * qu[i, f]
+    return loss
 
 
 @njit(error_model="numpy", cache=True)
