@@ -148,7 +148,7 @@ class DotStep:
         self.model = model
         self.scale = ScalarAdam(math.log(params.rank_scale) if params.rank_scale > 0 else 0.0,
                                 learn=params.rank_scale <= 0)
-        self.batch = DotBatch(model, params, ranking)
+        self.batch_step = DotBatch(model, params, ranking)
         r = len(train)
         weights = ranking.positive_weights
         self.weighted = weights is not None
@@ -170,13 +170,13 @@ class DotStep:
         neg = self.negatives
         j = None if neg is None else neg[batch] if self.softmax else neg[rows]
         c = self.weight[rows] if self.weighted else None
-        return self.batch(self.user[rows], self.movie[rows], self.rating[rows], j, c, lr, t, self.scale)
+        return self.batch_step(self.user[rows], self.movie[rows], self.rating[rows], j, c, lr, t, self.scale)
 
     def end_epoch(self) -> None:
         self.model.rank_scale = math.exp(self.scale.value)
 
     def finish(self) -> None:
-        self.batch.release()
+        self.batch_step.release()
 
 
 def warm_up(params: FitParams) -> None:

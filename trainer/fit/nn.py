@@ -27,6 +27,10 @@ class NNStep:
         weights = ranking.positive_weights
         self.weights = None if weights is None else torch.from_numpy(weights)
         self.opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.wd, betas=(0.9, 0.99))
+        # The epoch's ratings in its order (begin_epoch), and its negatives.
+        self.user = self.movie = self.rating = torch.empty(0)
+        self.weight: torch.Tensor | None = None
+        self.negatives: torch.Tensor | None = None
 
     def begin_epoch(self, order: torch.Tensor, negatives: torch.Tensor | None) -> None:
         self.model.train()
