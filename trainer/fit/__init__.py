@@ -74,7 +74,7 @@ def fit(train: Ratings, params: FitParams, valid: Ratings | None = None,
     if isinstance(model, DotProductBias):
         warm_up(params)  # compile the kernels before the first epoch's clock starts
         step, governor = DotStep(model, train, params, ranking), ThreadGovernor(threads)
-    else:
+    else:  # torch's own ops, not the chain of short parallel loops the governor is for
         step, governor = NNStep(model, train, params, ranking), None
     history = run_epochs(step, train, params, ranking, valid, gen, progress, governor)
     history.threads = threads
