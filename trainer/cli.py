@@ -1,4 +1,4 @@
-"""``movierec train``: registered by ``movierec.cli`` as ``app.command("train")(train)``.
+"""``movierec train``: registered by the composition root (``cli/main.py``) as ``app.command("train")(train)``.
 
 Importing this module is cheap (typer only): torch, numpy-heavy modules and SQLAlchemy are
 imported inside :func:`train`, so the rest of the CLI starts fast.
