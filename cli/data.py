@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
+from movierec.progress import Progress
 from movierec.settings import get_settings
 
 from .errors import fail
@@ -24,25 +24,12 @@ def data_fetch(name: Annotated[str, typer.Argument(help="ml-100k, ml-latest-smal
     if name in DATASETS and is_complete(target):
         typer.echo(f"{name} is already in {target}")
         return
-    progress, bar = None, None
-    if sys.stderr.isatty():
-        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-        bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                       TransferSpeedColumn(), transient=True)
-        task = bar.add_task(f"fetching {name}", total=None)
-
-        def progress(done: int, total: int | None) -> None:
-            bar.update(task, completed=done, total=total)
-
-        bar.start()
     try:
-        path = fetch(name, settings.data_dir, index_url=settings.pypi_index_url, progress=progress)
+        with Progress("bytes", transient=True) as progress:
+            task = progress.track(f"fetching {name}")
+            path = fetch(name, settings.data_dir, index_url=settings.pypi_index_url, progress=task.update_hook)
     except FetchError as exc:
         raise fail(str(exc)) from None
-    finally:
-        if bar is not None:
-            bar.stop()
     typer.echo(f"{name} is in {path}")
 
 

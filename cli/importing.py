@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from movierec.progress import Progress
 from movierec.settings import get_settings
 
 from .errors import database, fail
 
 import_app = typer.Typer(help="Import movies and ratings into the database.", no_args_is_help=True)
-
-
-@contextmanager
-def byte_progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
-    """A rich progress bar over ``total`` bytes on a terminal; nothing otherwise."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 def _run_import(kind: str, path: Path, if_empty: bool = False) -> None:
@@ -51,9 +35,10 @@ def _run_import(kind: str, path: Path, if_empty: bool = False) -> None:
     except DataFormatError as exc:
         raise fail(str(exc)) from None
     try:
-        with database(url) as engine, byte_progress(size, f"importing {ratings_file.name}") as hook:
+        with database(url) as engine, Progress("bytes", transient=True) as progress:
+            task = progress.track(f"importing {ratings_file.name}", total=size)
             run = import_movielens if kind == "movielens" else import_ratings
-            result = run(engine, path, on_bytes=hook)
+            result = run(engine, path, on_bytes=task.advance_hook)
     except (DataFormatError, UnicodeDecodeError) as exc:
         raise fail(f"{exc}; nothing was imported") from None
     typer.echo(result.summary())
