@@ -46,9 +46,16 @@ class Progress:
     def __enter__(self) -> Self:
         if self.live:
             from rich.console import Console
-            from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
             from rich.progress import Progress as RichProgress
-            from rich.progress import TimeRemainingColumn, TransferSpeedColumn
 
             if self.unit == "bytes":
                 columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
