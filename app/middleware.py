@@ -194,7 +194,9 @@ def _route_label(scope: Scope, status: int) -> str:
     if template:
         return template
     router = scope.get("router")
-    for route in getattr(router, "routes", ()):
+    # FastAPI keeps its frontend routes apart from ``routes``, tried after them.
+    routes = [*getattr(router, "routes", ()), *getattr(router, "_low_priority_routes", ())]
+    for route in routes:
         match, _ = route.matches(scope)
         if match is Match.FULL:
             path = getattr(route, "path", None)
