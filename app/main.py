@@ -29,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from movierec import __version__
 from movierec.db.engine import make_engine, session_factory
@@ -172,6 +173,16 @@ def validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return shown
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of this path allows (for a 405's ``Allow`` header)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "\x00"})  # a method no route has
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     """Database failures -> 503, constraint conflicts -> 409, anything else -> 500; never a trace."""
 
@@ -190,15 +201,19 @@ def _install_error_handlers(app: FastAPI) -> None:
         errors = validation_errors(list(exc.errors()))  # type: ignore[attr-defined]
         return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        headers = exc.headers
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            # Starlette names the methods of the first route with this path only: GET /predict's,
+            # though POST /predict exists too.
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
         if exc.status_code < 200 or exc.status_code in (204, 304):  # no body allowed
-            return Response(status_code=exc.status_code, headers=exc.headers)
+            return Response(status_code=exc.status_code, headers=headers)
         detail = exc.detail
         if isinstance(detail, list):  # validation-shaped errors raised before a route (app.middleware)
-            return JSONResponse({"detail": validation_errors(detail)}, status_code=exc.status_code,
-                                headers=exc.headers)
-        return _json_error(exc.status_code, str(detail), exc.headers)
+            return JSONResponse({"detail": validation_errors(detail)}, status_code=exc.status_code, headers=headers)
+        return _json_error(exc.status_code, str(detail), headers)
 
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)

@@ -180,28 +180,30 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        path, root_path = scope["path"], scope.get("root_path", "")  # a Mount rewrites them
         try:
             await self.app(scope, receive, status_send)
         finally:
-            self.metrics.observe_request(scope["method"], _route_label(scope, status), status,
+            self.metrics.observe_request(scope["method"], _route_label(scope, path, root_path, status), status,
                                          time.perf_counter() - start)
 
 
-def _route_label(scope: Scope, status: int) -> str:
+def _route_label(scope: Scope, path: str, root_path: str, status: int) -> str:
     """The route template of a request: API routes set ``scope["route"]``; the others (the docs,
     Swagger UI's files, the front end's pages) are found by matching the app's routes."""
     template = getattr(scope.get("route"), "path", None)
     if template:
         return template
     router = scope.get("router")
+    scope = {**scope, "path": path, "root_path": root_path}
     # FastAPI keeps its frontend routes apart from ``routes``, tried after them.
     routes = [*getattr(router, "routes", ()), *getattr(router, "_low_priority_routes", ())]
     for route in routes:
         match, _ = route.matches(scope)
         if match is Match.FULL:
-            path = getattr(route, "path", None)
-            if path:  # /docs, or a Mount such as /docs/assets
-                return path if isinstance(route, Route) else path.rstrip("/") + "/{path}"
+            template = getattr(route, "path", None)
+            if template:  # /docs, or a Mount such as /docs/assets
+                return template if isinstance(route, Route) else template.rstrip("/") + "/{path}"
             # FastAPI's frontend routes (the static pages): a miss there is an unknown path.
             return "unmatched" if status == 404 else "static"
     return "unmatched"
