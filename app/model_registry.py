@@ -23,7 +23,6 @@ from pathlib import Path
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from movierec.db.schema import MAX_FUTURE_SKEW_S, latest_valid_timestamp
 from movierec.store import MANIFEST_FILE, WEIGHTS_FILE, CorruptModelError, ModelStore, StoreError
 
 from . import repository
@@ -196,7 +195,9 @@ class ModelRegistry:
         # would otherwise put every later rating below the watermark, and the workers would stop
         # seeing each other's writes. Such a row is found again by every scan (its user stays
         # stale, which is right: their trained factors do not know that rating).
-        now = latest_valid_timestamp()
+        # Clamped to the clock itself, not to the clock plus the skew a rating may have: the scan
+        # re-reads only WATERMARK_OVERLAP_S below the watermark.
+        now = int(time.time())
         snapshot = min(snapshot, _trained_at(state.model.manifest, now))
         after = snapshot if state.watermark is None else max(snapshot, state.watermark - WATERMARK_OVERLAP_S)
         with self._sessions() as session:
@@ -217,7 +218,7 @@ class ModelRegistry:
 
 
 def _trained_at(manifest: dict[str, object], default: int) -> int:
-    """When the version was published (its ``created_at``), as Unix seconds; ``default`` if unknown.
+    """When the version was published (its ``created_at``, at most ``default``), as Unix seconds.
 
     A snapshot later than that is a future-dated rating that was in the training data (models
     trained before such dates were refused): the scan starts from the publication time instead.
@@ -225,5 +226,5 @@ def _trained_at(manifest: dict[str, object], default: int) -> int:
     created = manifest.get("created_at")
     if isinstance(created, str):
         with contextlib.suppress(ValueError):
-            return int(calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ"))) + MAX_FUTURE_SKEW_S
+            return min(default, int(calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ"))))
     return default
