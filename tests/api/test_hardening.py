@@ -224,3 +224,65 @@ def test_importer_refuses_future_timestamps_with_file_and_line(engine: Engine, t
     assert "ratings.csv:3:" in str(error.value) and "future" in str(error.value)
     with engine.connect() as conn:
         assert conn.execute(select(Rating)).first() is None
+
+
+# -- watermark, snapshot, server options ------------------------------------------------------------------
+
+
+def test_a_far_future_row_does_not_move_the_watermark(client: TestClient, seeded: Engine) -> None:
+    """Two registries on one database stand for two workers: a rating dated 2^62 (stored before such
+    dates were refused) must not hide a later, normal rating from the one that did not write it."""
+    from app.metrics import Metrics
+    from app.model_registry import ModelRegistry
+    from movierec.db.engine import session_factory
+
+    registry = ModelRegistry(client.app.state.settings.model_store, session_factory(seeded), Metrics())
+    registry.reload()
+    with seeded.begin() as conn:
+        conn.execute(insert(Rating), [{"user_id": 3, "movie_id": 1, "rating": 4.0, "rated_at": 2**62}])
+    registry.refresh_stale()
+    assert registry.state is not None and 3 in registry.state.stale_users
+    assert registry.state.watermark is not None and registry.state.watermark <= time.time()
+    with seeded.begin() as conn:
+        conn.execute(insert(Rating), [{"user_id": 4, "movie_id": 2, "rating": 2.0, "rated_at": int(time.time())}])
+    registry.refresh_stale()
+    assert 4 in registry.state.stale_users
+
+
+def test_trainer_snapshot_ignores_future_ratings() -> None:
+    import numpy as np
+
+    from trainer.data import Ratings
+
+    now = int(time.time())
+    data = Ratings(user=np.array([0, 0, 1]), movie=np.array([0, 1, 0]), rating=np.array([4.0, 3.0, 5.0], np.float32),
+                   rated_at=np.array([now - 100, 2**62, now - 50]), user_ids=np.array([1, 2]), movie_ids=np.array([1, 2]))
+    assert data.snapshot() == {"ratings": 3, "max_rated_at": now - 50}
+
+
+def test_serve_passes_the_slow_client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from app import cli
+    from app.server import LimitedHttpToolsProtocol
+    from movierec.settings import Settings, get_settings
+
+    for name, value in (("HEADER_TIMEOUT", "3"), ("BODY_TIMEOUT", "4"), ("KEEP_ALIVE_TIMEOUT", "2"),
+                        ("LIMIT_CONCURRENCY", "77")):
+        monkeypatch.setenv(f"MOVIEREC_{name}", value)
+    get_settings.cache_clear()
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    try:
+        cli.serve(host="127.0.0.1", port=8000, workers=1, access_log=False)
+        settings = get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert calls[0]["timeout_keep_alive"] == 2 and calls[0]["limit_concurrency"] == 77
+    assert calls[0]["http"] is LimitedHttpToolsProtocol
+    assert (settings.header_timeout, settings.body_timeout) == (3, 4)
+    for name in ("HEADER_TIMEOUT", "BODY_TIMEOUT", "KEEP_ALIVE_TIMEOUT", "LIMIT_CONCURRENCY"):
+        monkeypatch.delenv(f"MOVIEREC_{name}")
+    defaults = Settings(_env_file=None)
+    assert 0 < defaults.header_timeout <= 30 and 0 < defaults.body_timeout <= 60
+    assert defaults.keep_alive_timeout <= 10 and defaults.limit_concurrency >= 300

@@ -21,7 +21,6 @@ wrong one, none), valid and invalid inputs generated from the schema, sent over 
 from __future__ import annotations
 
 import json
-import socket
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -199,20 +198,12 @@ def hostile_requests(strings: list[str | bytes]) -> Iterator[tuple[str, bytes, b
 
 
 def _raw_status(port: int, method: str, target: bytes, body: bytes) -> int | None:
-    request = (method.encode() + b" " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
-               b"X-API-Key: " + API_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
-               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(request)
-        data = b""
-        try:
-            while chunk := sock.recv(65536):
-                data += chunk
-        except ConnectionResetError:
-            pass
-    if not data.startswith(b"HTTP/1.1 "):
-        return None  # the server closed the connection (the parser refused the request line): no 5xx
-    return int(data.split(b" ", 2)[1])
+    """The status of a request sent as raw bytes (None: the server closed the connection instead)."""
+    from .test_security import raw_status
+
+    return raw_status(port, method.encode() + b" " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                      b"X-API-Key: " + API_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
 def test_hostile_strings_never_get_a_5xx(shared_server: Server) -> None:
