@@ -138,8 +138,10 @@ def _echo(value: object, depth: int = 0) -> object:
         return {safe_text(str(key), 64): _echo(item, depth + 1) for key, item in value.items()}
     if isinstance(value, (list, tuple)) and depth < 2 and len(value) <= _MAX_ECHO_ITEMS:
         return [_echo(item, depth + 1) for item in value]
-    if isinstance(value, (dict, list, tuple)):
-        return f"<{'object' if isinstance(value, dict) else 'array'} of {len(value)} {'fields' if isinstance(value, dict) else 'items'}>"
+    if isinstance(value, dict):
+        return f"<object of {len(value)} fields>"
+    if isinstance(value, (list, tuple)):
+        return f"<array of {len(value)} items>"
     return safe_text(str(value), MAX_ECHO_CHARS)  # e.g. the exception in a ctx
 
 

@@ -150,7 +150,8 @@ class SecurityHeadersMiddleware:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                html = any(name.lower() == b"content-type" and value.startswith(b"text/html") for name, value in headers)
+                html = any(name.lower() == b"content-type" and value.startswith(b"text/html")
+                           for name, value in headers)
                 extra = [*_COMMON_HEADERS, (b"content-security-policy", (PAGE_CSP if html else OTHER_CSP).encode())]
                 headers.extend(item for item in extra if item[0] not in present)
                 message = {**message, "headers": headers}

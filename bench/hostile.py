@@ -113,8 +113,12 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 def _server_seconds(base: str) -> tuple[float, int]:
-    """Sum and count of the server's own request durations for POST /predict and /ratings."""
-    text = httpx.get(base + "/metrics", timeout=60).text
+    """Sum and count of the server's own request durations for POST /predict and /ratings
+    (0, 0 when the server cannot answer /metrics within a minute: it is still stalled)."""
+    try:
+        text = httpx.get(base + "/metrics", timeout=60).text
+    except httpx.HTTPError:
+        return 0.0, 0
     total = count = 0.0
     for route in ("/predict", "/ratings"):
         for kind in ("sum", "count"):
@@ -131,9 +135,13 @@ def _server_seconds(base: str) -> tuple[float, int]:
 def phase_single(base: str, repeats: int, timeout: float) -> dict[str, object]:
     """One client, sequential requests: the cost of each hostile request on its own."""
     out: dict[str, object] = {}
+    stalled = False
     with httpx.Client(timeout=timeout) as client:
         for name, body in BODIES.items():
             for path in ("/predict", "/ratings"):
+                if stalled:  # the server is still busy with a request that timed out: nothing to measure
+                    out[f"{name} {path}"] = {"not measured": "the server was still stalled by the previous request"}
+                    continue
                 before = _server_seconds(base)
                 latencies, sizes, statuses = [], [], set()
                 for _ in range(repeats):
@@ -143,6 +151,7 @@ def phase_single(base: str, repeats: int, timeout: float) -> dict[str, object]:
                     except httpx.TimeoutException:
                         latencies.append(timeout)
                         statuses.add("timeout")
+                        stalled = True
                         break
                     latencies.append(time.perf_counter() - started)
                     sizes.append(len(r.content))
@@ -267,7 +276,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url, store = make_data(Path(tmp))
         phases = [
-            ("single", lambda base, name: phase_single(base, 1 if name == "baseline" else args.repeats, args.timeout), {}),
+            ("single", lambda base, name: phase_single(base, 1 if name == "baseline" else args.repeats,
+                                                       args.timeout), {}),
             ("flood", lambda base, name: phase_flood(base, args.seconds, 8, args.timeout), {}),
             ("slowloris", lambda base, name: phase_slowloris(base, args.seconds, 300, args.timeout),
              {"MOVIEREC_HEADER_TIMEOUT": str(args.slow_header_timeout)}),

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     max_batch: int = Field(1000, ge=1, description="Most items in one POST /predict or POST /ratings body.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted, in bytes.")
     header_timeout: float = Field(
-        10.0, gt=0, description="Seconds a client may take to send a request's headers (slow clients are cut off with 408).")
+        10.0, gt=0, description="Seconds a client may take to send a request's headers (then 408 and close).")
     body_timeout: float = Field(
         30.0, gt=0, description="Seconds a client may take to send a request's body once its headers are in.")
     keep_alive_timeout: float = Field(

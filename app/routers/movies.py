@@ -8,7 +8,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from .. import repository
 from ..deps import PopularityDep, RequiredStateDep, SessionDep, StateDep
-from ..schemas import BODY_ERRORS, GENRE_HELP, MAX_ID, Digits, MovieDetail, MoviePage, PopularMovies, SimilarMovies, wanted_genres
+from ..schemas import (BODY_ERRORS, GENRE_HELP, MAX_ID, Digits, MovieDetail, MoviePage, PopularMovies, SimilarMovies,
+                       wanted_genres)
 from ..serving import split_genres
 
 router = APIRouter(responses=BODY_ERRORS, tags=["movies"])

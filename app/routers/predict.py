@@ -179,7 +179,8 @@ def _predict_batch(request: Request, state: ServingState, items: list[PredictReq
     ]
 
 
-@router.post("/predict", response_model=list[Prediction], responses=_ERRORS, dependencies=[Depends(enforce_batch_limit)])
+@router.post("/predict", response_model=list[Prediction], responses=_ERRORS,
+             dependencies=[Depends(enforce_batch_limit)])
 async def predict_many(
     request: Request,
     state: RequiredStateDep,

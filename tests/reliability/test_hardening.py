@@ -102,7 +102,8 @@ def test_slow_and_idle_clients_are_cut_off(shared_stack: Stack) -> None:
         finally:
             for sock in socks.values():
                 sock.close()
-        assert all(data is not None for data in seen.values()), f"left open: {[n for n, d in seen.items() if d is None]}"
+        left_open = [name for name, data in seen.items() if data is None]
+        assert not left_open, f"left open: {left_open}"
         assert seen["idle"] == b""
         assert seen["partial headers"].startswith(b"HTTP/1.1 408"), seen["partial headers"][:100]
         assert seen["promised body"].startswith(b"HTTP/1.1 408"), seen["promised body"][:100]
