@@ -37,7 +37,8 @@ JSON_VALUES_PER_ITEM = 16
 
 
 def json_value_budget(max_batch: int) -> int:
-    """How many JSON separators (``,`` ``:`` ``[`` ``{``) a body may hold: enough for ``max_batch`` items."""
+    """How many JSON separators (``,`` ``:`` ``[`` ``{``) and escapes a body may hold: enough for
+    ``max_batch`` items."""
     return max_batch * JSON_VALUES_PER_ITEM + 64
 
 
@@ -56,8 +57,9 @@ class BodySizeLimitMiddleware:
     * 422 for bodies with more than ``max_json_values`` JSON separators. Parsing 1 MB of JSON takes
       30-60 ms of the event loop whatever comes after it; every body this API takes is at most
       MOVIEREC_MAX_BATCH small objects, so a body with far more values is refused unparsed, after
-      a byte count per chunk (``bytes.translate``, C speed). Separators inside strings count too,
-      which can only refuse bodies no schema here accepts (no field is a string).
+      a byte count per chunk (``bytes.translate``, C speed). Separators inside strings count too, and
+      so do backslashes (string escapes), which can only refuse bodies no schema here accepts (no
+      field is a string).
 
     Also 422 for a NUL in the URL, the one other request check that must happen before any route runs.
     """
@@ -122,7 +124,9 @@ class BodySizeLimitMiddleware:
             await _send_json(send, exc.status_code, exc.detail)
 
 
-_SEPARATORS = b",:[{"
+#: What counts against the budget: JSON separators, and backslashes (each escape in a string costs
+#: the parser about as much as a value; no body of this API needs one).
+_SEPARATORS = b",:[{\\"
 
 #: Every response: no MIME sniffing, no referrer to other sites, never framed by another page.
 _COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),

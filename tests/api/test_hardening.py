@@ -288,3 +288,14 @@ def test_serve_passes_the_slow_client_settings(monkeypatch: pytest.MonkeyPatch) 
     defaults = Settings(_env_file=None)
     assert 0 < defaults.header_timeout <= 30 and 0 < defaults.body_timeout <= 60
     assert defaults.keep_alive_timeout <= 10 and defaults.limit_concurrency >= 300
+
+
+def test_bodies_over_the_json_value_budget_are_refused_unparsed(client: TestClient) -> None:
+    """Parsing 1 MB of JSON holds the event loop for tens of milliseconds whatever follows: bodies
+    with far more values (or string escapes) than MOVIEREC_MAX_BATCH items need are refused as they
+    stream in, chunked or not."""
+    for raw in (b"[" + b"{}," * 100_000 + b"{}]", b'["' + b"\\u0041" * 100_000 + b'"]'):
+        chunks = iter([raw[i:i + 65536] for i in range(0, len(raw), 65536)])
+        for content in (raw, chunks):
+            r = client.post("/predict", content=content, headers=JSON)
+            assert r.status_code == 422 and "JSON values" in r.text, (raw[:20], r.text[:200])
