@@ -310,6 +310,47 @@ def main() -> None:
     RESULTS.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
                                   indent=2) + "\n")
     print(json.dumps(results, indent=2))
+    print(markdown(results))
+
+
+def _ms(value: object) -> str:
+    return "-" if value is None else f"{value:,.1f} ms" if value < 10_000 else f"{value / 1000:,.0f} s"
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+    """The figures as the Markdown table of docs/reliability.md."""
+    names = list(results)
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+
+    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
+        cells = []
+        for name in names:
+            try:
+                cells.append(cell(results[name]))
+            except (KeyError, TypeError):
+                cells.append("not measured (server stalled)")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    row("/health p50 / p99, no attack (the machine's floor)",
+        lambda r: f"{_ms(r['quiet']['health']['p50_ms'])} / {_ms(r['quiet']['health']['p99_ms'])}")
+    for key in ("1 MB /predict", "1 MB /ratings", "80 KB /predict", "80 KB /ratings"):
+        def single(r: dict[str, Any], key: str = key) -> str:
+            m = r["single"][key]
+            if "timeout" in m["statuses"]:
+                return f"> {_ms(m['client']['max_ms'])} (client timeout)"
+            return (f"{_ms(m['server_mean_ms'])} server, {_ms(m['client']['p50_ms'])} client p50; "
+                    f"{m['statuses'][0]}, {m['response_bytes']:,} B")
+        row(f"one {key} `[1,1,...]` request", single)
+    row("/health p50 / p99 / max, 8 clients posting 1 MB and 80 KB bodies",
+        lambda r: f"{_ms(r['flood']['health']['p50_ms'])} / {_ms(r['flood']['health']['p99_ms'])} / "
+                  f"{_ms(r['flood']['health']['max_ms'])} ({r['flood']['health']['n']} probes)")
+    row("hostile requests answered per second", lambda r: f"{r['flood']['hostile_per_second']:,.1f}")
+    row("/health p50 / p99 / max, 300 slowloris connections",
+        lambda r: f"{_ms(r['slowloris']['health']['p50_ms'])} / {_ms(r['slowloris']['health']['p99_ms'])} / "
+                  f"{_ms(r['slowloris']['health']['max_ms'])}")
+    row("slowloris connections closed by the server by the end",
+        lambda r: f"{r['slowloris']['closed_by_server']} of {r['slowloris']['opened']}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
