@@ -27,7 +27,10 @@ def serve(
     from movierec.settings import get_settings
 
     settings = get_settings()
+    # Slow clients: header and body read timeouts are enforced by the protocol class (uvicorn has
+    # none); idle keep-alive connections and the concurrency limit are uvicorn's own settings.
     uvicorn.run(
         "app.main:create_app", factory=True, host=host, port=port, workers=workers,
         log_level=settings.log_level.lower(), access_log=access_log, http=LimitedHttpToolsProtocol,
+        timeout_keep_alive=settings.keep_alive_timeout, limit_concurrency=settings.limit_concurrency,
     )

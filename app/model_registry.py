@@ -12,6 +12,8 @@ other processes' writes through a periodic scan of the ``rated_at`` index.
 
 from __future__ import annotations
 
+import calendar
+import contextlib
 import logging
 import threading
 import time
@@ -188,11 +190,21 @@ class ModelRegistry:
         if snapshot is None:
             # Unknown snapshot: trust the trained factors of known users (cannot tell who is newer).
             return
+        # Neither a stored rating nor the snapshot may move the watermark past the clock: the API
+        # and the importer refuse future dates now, but one stored before (a rating "of 2100")
+        # would otherwise put every later rating below the watermark, and the workers would stop
+        # seeing each other's writes. Such a row is found again by every scan (its user stays
+        # stale, which is right: their trained factors do not know that rating).
+        # Clamped to the clock itself, not to the clock plus the skew a rating may have: the scan
+        # re-reads only WATERMARK_OVERLAP_S below the watermark.
+        now = int(time.time())
+        snapshot = min(snapshot, _trained_at(state.model.manifest, now))
         after = snapshot if state.watermark is None else max(snapshot, state.watermark - WATERMARK_OVERLAP_S)
         with self._sessions() as session:
             rows = repository.users_rated_after(session, after)
         for user, latest in rows:
             state.stale_users.add(user)
+            latest = min(latest, now)
             if state.watermark is None or latest > state.watermark:
                 state.watermark = latest
         if state.watermark is None:
@@ -203,3 +215,16 @@ class ModelRegistry:
         state = self.state
         if state is not None:
             self._scan_stale(state)
+
+
+def _trained_at(manifest: dict[str, object], default: int) -> int:
+    """When the version was published (its ``created_at``, at most ``default``), as Unix seconds.
+
+    A snapshot later than that is a future-dated rating that was in the training data (models
+    trained before such dates were refused): the scan starts from the publication time instead.
+    """
+    created = manifest.get("created_at")
+    if isinstance(created, str):
+        with contextlib.suppress(ValueError):
+            return min(default, int(calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ"))))
+    return default

@@ -18,6 +18,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import repository
+from .schemas import wanted_genres
 from .serving import split_genres
 
 log = logging.getLogger(__name__)
@@ -73,15 +74,15 @@ class Popularity:
 
     def top(self, n: int, genre: str | None = None, min_year: int | None = None,
             exclude: set[int] | None = None) -> list[dict[str, Any]]:
-        """The ``n`` most popular movies passing the filters."""
+        """The ``n`` most popular movies passing the filters (``genre``: see :func:`wanted_genres`)."""
         snap = self.snapshot or self.refresh()
-        wanted = genre.strip().lower() if genre else None
+        wanted = wanted_genres(genre)
         out: list[dict[str, Any]] = []
         for i in range(len(snap.movie_ids)):
             movie_id = int(snap.movie_ids[i])
             if exclude and movie_id in exclude:
                 continue
-            if wanted is not None and wanted not in snap.genres_lower[i]:
+            if wanted is not None and wanted.isdisjoint(snap.genres_lower[i]):
                 continue
             year = snap.years[i]
             if min_year is not None and (year is None or year < min_year):

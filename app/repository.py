@@ -12,7 +12,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Select, delete, func, literal, select
+from sqlalchemy import Select, delete, func, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -144,22 +144,23 @@ def delete_rating(session: Session, user_id: int, movie_id: int) -> bool:
     return bool(result.rowcount)
 
 
-def _movie_filters(stmt: Select, query: str | None, genre: str | None) -> Select:  # type: ignore[type-arg]
+def _movie_filters(stmt: Select, query: str | None, genres: frozenset[str] | None) -> Select:  # type: ignore[type-arg]
     if query:
+        # lower() is Unicode-aware on both backends (movierec.db.engine registers it on SQLite).
         stmt = stmt.where(func.lower(Movie.title).contains(query.lower(), autoescape=True))
-    if genre:
-        # genres is pipe-separated: match a whole genre, case-insensitively.
+    if genres:
+        # genres is pipe-separated: match a whole genre, case-insensitively; any of the wanted ones.
         padded = literal("|") + func.lower(Movie.genres) + literal("|")
-        stmt = stmt.where(padded.contains(f"|{genre.strip().lower()}|", autoescape=True))
+        stmt = stmt.where(or_(*(padded.contains(f"|{name}|", autoescape=True) for name in sorted(genres))))
     return stmt
 
 
-def search_movies(session: Session, query: str | None, genre: str | None, limit: int,
+def search_movies(session: Session, query: str | None, genres: frozenset[str] | None, limit: int,
                   offset: int) -> tuple[int, list[tuple[int, str, int | None, str]]]:
-    """Total matching movies and one page of them ordered by id."""
-    total = session.execute(_movie_filters(select(func.count()).select_from(Movie), query, genre)).scalar_one()
+    """Total matching movies and one page of them ordered by id (``genres``: any of them)."""
+    total = session.execute(_movie_filters(select(func.count()).select_from(Movie), query, genres)).scalar_one()
     rows = session.execute(
-        _movie_filters(select(Movie.id, Movie.title, Movie.year, Movie.genres), query, genre)
+        _movie_filters(select(Movie.id, Movie.title, Movie.year, Movie.genres), query, genres)
         .order_by(Movie.id).limit(limit).offset(offset)
     ).all()
     return int(total), [tuple(r) for r in rows]  # type: ignore[misc]

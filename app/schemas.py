@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic.types import FailFast
+from pydantic_core import PydanticCustomError
 
-from movierec.db.schema import is_valid_rating
+from movierec.db.schema import MAX_FUTURE_SKEW_S, is_valid_rating, latest_valid_timestamp
 
 #: Ids are stored in 32-bit INTEGER columns; anything larger could never exist.
 MAX_ID = 2**31 - 1
@@ -15,7 +17,61 @@ UserId = Annotated[int, Field(strict=True, gt=0, le=MAX_ID, description="Positiv
 MovieId = Annotated[int, Field(strict=True, gt=0, le=MAX_ID, description="Positive movie id.", examples=[242])]
 
 
-class PredictRequest(BaseModel):
+def _ascii_digits(value: Any) -> Any:
+    """Integers in a URL are written with the digits 0-9 only.
+
+    pydantic's lax mode reads ``1_0`` as 10 and also takes ``+1``, ``1.0`` and surrounding spaces;
+    an id has one spelling, so anything else is refused (422) instead of silently normalised.
+    """
+    if isinstance(value, str) and not (value.isascii() and value.isdigit() and len(value) <= 19):
+        raise PydanticCustomError("int_parsing", "Input should be a whole number written with the digits 0-9")
+    return value
+
+
+#: An integer query or path parameter: ASCII digits only (put the range in ``Query``/``Path``).
+Digits = Annotated[int, BeforeValidator(_ascii_digits)]
+
+GENRE_HELP = ("Only movies of this genre, or of any of several separated by '|' (Comedy|Drama); "
+              "case-insensitive, whole genre names")
+
+
+def wanted_genres(genre: str | None) -> frozenset[str] | None:
+    """The ``genre`` filter's meaning, the same on every endpoint: any of the ``|``-separated
+    genres, compared whole and case-insensitively (lower-cased names). None: no filter."""
+    if not genre:
+        return None
+    names = frozenset(name.strip().lower() for name in genre.split("|") if name.strip())
+    return names or None
+
+
+#: Most unknown field names named in one error (the rest are counted).
+_UNKNOWN_FIELDS_SHOWN = 5
+
+
+class StrictBody(BaseModel):
+    """A request body object: unknown fields are refused, with one error for all of them.
+
+    ``extra="forbid"`` alone reports one error per unknown key, so a single object with 100 000
+    keys made 100 000 errors; listing them cost seconds.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [key for key in data if key not in cls.model_fields]
+            if unknown:
+                shown = ", ".join(repr(key) for key in unknown[:_UNKNOWN_FIELDS_SHOWN])
+                more = len(unknown) - _UNKNOWN_FIELDS_SHOWN
+                raise PydanticCustomError(
+                    "extra_forbidden", "Unknown field(s): {fields}{more}",
+                    {"fields": shown, "more": f" and {more} more" if more > 0 else ""})
+        return data
+
+
+class PredictRequest(StrictBody):
     """One (user, movie) pair to predict."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"user_id": 196, "movie_id": 242}]})
@@ -80,7 +136,7 @@ class PopularMovies(BaseModel):
     items: list[MovieItem]
 
 
-class RatingIn(BaseModel):
+class RatingIn(StrictBody):
     """A rating to store. ``rated_at`` defaults to now (Unix seconds)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
@@ -89,7 +145,18 @@ class RatingIn(BaseModel):
     user_id: UserId
     movie_id: MovieId
     rating: float = Field(description="Stars from 0.5 to 5 in steps of 0.5.", examples=[4.5])
-    rated_at: int | None = Field(None, ge=0, le=2**62, description="Unix epoch seconds; default: now.")
+    rated_at: int | None = Field(
+        None, ge=0, le=2**62,
+        description=f"Unix epoch seconds; default: now. At most {MAX_FUTURE_SKEW_S} s ahead of the server's clock.")
+
+    @field_validator("rated_at")
+    @classmethod
+    def _not_in_the_future(cls, value: int | None) -> int | None:
+        # A far-future timestamp would stay the newest rating for ever: first in every "newest
+        # first" list, and the high-water mark by which the workers notice each other's writes.
+        if value is not None and value > latest_valid_timestamp():
+            raise ValueError(f"rated_at is in the future (more than {MAX_FUTURE_SKEW_S} s after the server's clock)")
+        return value
 
     @field_validator("rating", mode="before")
     @classmethod
@@ -104,6 +171,19 @@ class RatingIn(BaseModel):
         if not is_valid_rating(value):
             raise ValueError("rating must be one of 0.5, 1.0, ..., 5.0")
         return value
+
+
+class _FailFast(FailFast):
+    """pydantic's FailFast, hashable so that it can stand in a ``X | Annotated[...]`` union."""
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.fail_fast))
+
+
+#: Batch bodies: validation stops at the first invalid item, so a long list of bad items costs one
+#: item's errors, not one error per item (the batch size is checked before, see app.limits).
+PredictBatch = Annotated[list[PredictRequest], _FailFast()]
+RatingBatch = Annotated[list[RatingIn], _FailFast()]
 
 
 class RatingOut(BaseModel):

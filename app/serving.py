@@ -18,6 +18,8 @@ import numpy as np
 
 from movierec.store import ModelArtifact
 
+from .schemas import wanted_genres
+
 #: The rating scale every answer is clipped to (MovieLens stars).
 RATING_MIN = 0.5
 RATING_MAX = 5.0
@@ -320,10 +322,13 @@ class LoadedModel:
     def allowed_mask(self, genre: str | None = None, min_year: int | None = None) -> np.ndarray:
         """Movies that may be shown: in the catalogue and matching the optional filters."""
         mask = self.in_catalogue.copy()
-        if genre:
-            genre_mask = self.genre_masks.get(genre.strip().lower())
-            if genre_mask is None:
-                return np.zeros_like(mask)
+        wanted = wanted_genres(genre)
+        if wanted is not None:  # any of the wanted genres
+            genre_mask = np.zeros_like(mask)
+            for name in wanted:
+                rows = self.genre_masks.get(name)
+                if rows is not None:
+                    genre_mask |= rows
             mask &= genre_mask
         if min_year is not None:
             with np.errstate(invalid="ignore"):

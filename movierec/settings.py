@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     )
     max_batch: int = Field(1000, ge=1, description="Most items in one POST /predict or POST /ratings body.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted, in bytes.")
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client may take to send a request's headers (then 408 and close).")
+    body_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client may take to send a request's body once its headers are in.")
+    keep_alive_timeout: float = Field(
+        5.0, gt=0, description="Seconds an idle keep-alive connection stays open between requests.")
+    limit_concurrency: int = Field(
+        1000, ge=1, description="Most connections (and requests in progress) per worker; requests past it get 503.")
     reload_interval: float = Field(
         2.0, ge=0, description="Seconds between checks of the model store for a new version (0 turns it off)."
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from movierec.db.schema import latest_valid_timestamp
 from trainer import NoDataError, TrainerError
 
 #: Rows fetched per round trip when streaming from the database.
@@ -49,7 +50,10 @@ class Ratings:
         """What the model was trained on: row count and newest timestamp (recorded in the manifest)."""
         return {
             "ratings": len(self),
-            "max_rated_at": int(self.rated_at.max()) if len(self) else None,
+            # The newest rating that is not in the future: the API uses the snapshot to tell which
+            # users rated after training, and one rating dated in 2100 (stored before such dates
+            # were refused) would otherwise hide every later rating from it.
+            "max_rated_at": _newest_past(self.rated_at),
         }
 
     def subset(self, mask_or_index: np.ndarray) -> Ratings:
@@ -175,3 +179,9 @@ def load_db(url: str, chunk: int = DEFAULT_CHUNK, with_titles: bool = True) -> R
     if filled == 0:
         raise NoDataError("no ratings to train on: the ratings table is empty (load data first)")
     return from_raw(users[:filled], movies[:filled], values[:filled], times[:filled], titles)
+
+
+def _newest_past(rated_at: np.ndarray) -> int | None:
+    """The newest timestamp not past now (plus the allowed clock skew), None if there is none."""
+    past = rated_at[rated_at <= latest_valid_timestamp()]
+    return int(past.max()) if past.size else None

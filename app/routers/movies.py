@@ -8,13 +8,14 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from .. import repository
 from ..deps import PopularityDep, RequiredStateDep, SessionDep, StateDep
-from ..schemas import BODY_ERRORS, MAX_ID, MovieDetail, MoviePage, PopularMovies, SimilarMovies
+from ..schemas import (BODY_ERRORS, GENRE_HELP, MAX_ID, Digits, MovieDetail, MoviePage, PopularMovies, SimilarMovies,
+                       wanted_genres)
 from ..serving import split_genres
 
 router = APIRouter(responses=BODY_ERRORS, tags=["movies"])
 
-MoviePath = Annotated[int, Path(gt=0, le=MAX_ID, description="Movie id", examples=[50])]
-N = Annotated[int, Query(ge=1, le=100, description="Number of movies")]
+MoviePath = Annotated[Digits, Path(gt=0, le=MAX_ID, description="Movie id", examples=[50])]
+N = Annotated[Digits, Query(ge=1, le=100, description="Number of movies")]
 
 
 def _movie(row: tuple[int, str, int | None, str]) -> dict[str, object]:
@@ -26,12 +27,12 @@ def list_movies(
     session: SessionDep,
     query: Annotated[str | None, Query(max_length=200, description="Case-insensitive title substring",
                                        examples=["star wars"])] = None,
-    genre: Annotated[str | None, Query(max_length=64, description="Exact genre", examples=["Sci-Fi"])] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    genre: Annotated[str | None, Query(max_length=64, description=GENRE_HELP, examples=["Sci-Fi"])] = None,
+    limit: Annotated[Digits, Query(ge=1, le=100)] = 20,
+    offset: Annotated[Digits, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, object]:
     """Search the catalogue by title and genre, ordered by id."""
-    total, rows = repository.search_movies(session, query or None, genre or None, limit, offset)
+    total, rows = repository.search_movies(session, query or None, wanted_genres(genre), limit, offset)
     return {"total": total, "limit": limit, "offset": offset, "items": [_movie(r) for r in rows]}
 
 
@@ -66,8 +67,8 @@ def similar_movies(session: SessionDep, state: RequiredStateDep, movie_id: Movie
 def popular(
     popularity: PopularityDep,
     n: N = 10,
-    genre: Annotated[str | None, Query(max_length=64, description="Only movies of this genre")] = None,
-    min_year: Annotated[int | None, Query(ge=0, le=9999, description="Only movies from this year on")] = None,
+    genre: Annotated[str | None, Query(max_length=64, description=GENRE_HELP)] = None,
+    min_year: Annotated[Digits | None, Query(ge=0, le=9999, description="Only movies from this year on")] = None,
 ) -> dict[str, object]:
     """Most popular movies for anonymous visitors: damped mean rating (cached, refreshed periodically)."""
     return {"items": popularity.top(n, genre=genre, min_year=min_year)}

@@ -15,16 +15,17 @@ import json
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Body, HTTPException, Request, Response, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from .. import repository
 from ..deps import RequiredStateDep, require_state_now
+from ..limits import enforce_batch_limit
 from ..model_registry import ServingState
 from ..personalize import resolve_user
-from ..schemas import BODY_ERRORS, MAX_ID, Prediction, PredictRequest
+from ..schemas import BODY_ERRORS, MAX_ID, Digits, PredictBatch, Prediction, PredictRequest
 from ..serving import UserVector
 
 router = APIRouter(responses=BODY_ERRORS, tags=["predictions"])
@@ -73,8 +74,8 @@ def _users_from_db(request: Request, state: ServingState, user_ids: list[int]) -
 class PredictQuery(BaseModel):
     """The query of GET /predict (validated by :func:`_query_ids`, documented from this model)."""
 
-    user_id: int = Field(gt=0, le=MAX_ID, description="User id", examples=[196])
-    movie_id: int = Field(gt=0, le=MAX_ID, description="Movie id", examples=[242])
+    user_id: Digits = Field(gt=0, le=MAX_ID, description="User id", examples=[196])
+    movie_id: Digits = Field(gt=0, le=MAX_ID, description="Movie id", examples=[242])
 
 
 def _openapi_query(model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -178,11 +179,12 @@ def _predict_batch(request: Request, state: ServingState, items: list[PredictReq
     ]
 
 
-@router.post("/predict", response_model=list[Prediction], responses=_ERRORS)
+@router.post("/predict", response_model=list[Prediction], responses=_ERRORS,
+             dependencies=[Depends(enforce_batch_limit)])
 async def predict_many(
     request: Request,
     state: RequiredStateDep,
-    items: Annotated[list[PredictRequest], Body(
+    items: Annotated[PredictBatch, Body(
         description="Pairs to predict, at most MOVIEREC_MAX_BATCH.",
         examples=[[{"user_id": 196, "movie_id": 242}, {"user_id": 186, "movie_id": 302}]])],
 ) -> list[dict[str, object]]:

@@ -9,18 +9,19 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Reques
 
 from .. import repository
 from ..deps import RegistryDep, SessionDep, SettingsDep
-from ..schemas import BODY_ERRORS, MAX_ID, RatingIn, RatingOut
+from ..limits import enforce_batch_limit
+from ..schemas import BODY_ERRORS, MAX_ID, Digits, RatingBatch, RatingIn, RatingOut
 from ..security import require_api_key
 
 router = APIRouter(responses=BODY_ERRORS, tags=["ratings"])
 
-UserPath = Annotated[int, Path(gt=0, le=MAX_ID, description="User id")]
-MoviePath = Annotated[int, Path(gt=0, le=MAX_ID, description="Movie id")]
+UserPath = Annotated[Digits, Path(gt=0, le=MAX_ID, description="User id")]
+MoviePath = Annotated[Digits, Path(gt=0, le=MAX_ID, description="Movie id")]
 
 
 @router.post(
     "/ratings", status_code=status.HTTP_201_CREATED, response_model=RatingOut | list[RatingOut],
-    dependencies=[Depends(require_api_key)],
+    dependencies=[Depends(require_api_key), Depends(enforce_batch_limit)],
     responses={401: {"description": "Missing or wrong X-API-Key"}, 404: {"description": "Unknown movie"},
                413: {"description": "Body too large"}, 422: {"description": "Invalid rating"}},
 )
@@ -29,7 +30,7 @@ def post_ratings(
     session: SessionDep,
     settings: SettingsDep,
     registry: RegistryDep,
-    body: Annotated[RatingIn | list[RatingIn], Body(
+    body: Annotated[RatingIn | RatingBatch, Body(
         description="One rating or a list (stored in one transaction: all or nothing).",
         examples=[{"user_id": 944, "movie_id": 50, "rating": 4.5},
                   [{"user_id": 944, "movie_id": 50, "rating": 4.5}, {"user_id": 944, "movie_id": 181, "rating": 4}]])],
@@ -71,8 +72,8 @@ def post_ratings(
 def list_ratings(
     session: SessionDep,
     user_id: UserPath,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[Digits, Query(ge=1, le=10_000)] = 1000,
+    offset: Annotated[Digits, Query(ge=0, le=10_000_000)] = 0,
 ) -> list[dict[str, object]]:
     """A user's ratings, newest first (empty list for a user without ratings)."""
     return [{"user_id": u, "movie_id": m, "rating": r, "rated_at": t}

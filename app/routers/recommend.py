@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from .. import repository
 from ..deps import PopularityDep, SessionDep, StateDep
 from ..personalize import needs_fold_in, resolve_user
-from ..schemas import BODY_ERRORS, MAX_ID, Recommendation
+from ..schemas import BODY_ERRORS, GENRE_HELP, MAX_ID, Digits, Recommendation
 
 router = APIRouter(responses=BODY_ERRORS, tags=["recommendations"])
 
@@ -37,11 +37,11 @@ def recommend(
     session: SessionDep,
     state: StateDep,
     popularity: PopularityDep,
-    user_id: Annotated[int, Query(gt=0, le=MAX_ID, description="User id", examples=[196])],
-    n: Annotated[int, Query(ge=1, le=100, description="Number of movies")] = 10,
-    genre: Annotated[str | None, Query(max_length=64, description="Only movies of this genre", examples=["Comedy"])] = None,
+    user_id: Annotated[Digits, Query(gt=0, le=MAX_ID, description="User id", examples=[196])],
+    n: Annotated[Digits, Query(ge=1, le=100, description="Number of movies")] = 10,
+    genre: Annotated[str | None, Query(max_length=64, description=GENRE_HELP, examples=["Comedy"])] = None,
     exclude: Annotated[list[str], Query(description="Movie ids to leave out (repeat or comma-separate)")] = [],  # noqa: B006
-    min_year: Annotated[int | None, Query(ge=0, le=9999, description="Only movies from this year on")] = None,
+    min_year: Annotated[Digits | None, Query(ge=0, le=9999, description="Only movies from this year on")] = None,
 ) -> dict[str, object]:
     """The user's top-n movies among those they have not rated.
 

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from movierec.db.schema import MAX_RATING, MIN_RATING
+from movierec.db.schema import MAX_FUTURE_SKEW_S, MAX_RATING, MIN_RATING, latest_valid_timestamp
 
 from .fetch import ML100K_GENRES
 
 CHUNK_ROWS = 200_000
 MAX_ID = 2**31 - 1  # ids are INTEGER columns
-MAX_TIMESTAMP = 32_503_680_000  # 3000-01-01: anything later is a unit mix-up (milliseconds), not a date
 _YEAR_IN_TITLE = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:[-–]\d{0,4})?\)\s*$")
 _NO_GENRES = {"", "unknown", "(no genres listed)"}
 
@@ -255,7 +254,10 @@ def _validate(path: Path, chunk: RatingChunk) -> None:
         (~np.isfinite(chunk.rating) | (chunk.rating < MIN_RATING) | (chunk.rating > MAX_RATING)
          | (chunk.rating * 2 != np.round(chunk.rating * 2)),
          "rating {value} is not one of 0.5, 1.0, ..., 5.0", chunk.rating),
-        ((chunk.rated_at < 0) | (chunk.rated_at > MAX_TIMESTAMP), "timestamp {value} is not a Unix time before 3000",
+        # Later than now is a unit mix-up (milliseconds) or a forged date: it would stay the newest
+        # rating for ever (the API refuses it the same way).
+        ((chunk.rated_at < 0) | (chunk.rated_at > latest_valid_timestamp()),
+         "timestamp {value} is negative or in the future (more than %d s after now)" % MAX_FUTURE_SKEW_S,
          chunk.rated_at),
     )
     for bad, message, values in checks:

@@ -32,6 +32,10 @@ def make_engine(url: str, **kwargs: object) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            # SQLite's lower() folds ASCII only ('Á' stays 'Á'); Python's str.lower folds every
+            # script, as PostgreSQL's lower() does in a UTF-8 database, so lower() means the same
+            # on both backends (case-insensitive title search).
+            dbapi_conn.create_function("lower", 1, _lower, deterministic=True)
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
@@ -45,6 +49,10 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         connect_args.setdefault("connect_timeout", 5)
         kwargs["connect_args"] = connect_args
     return create_engine(url, **kwargs)  # type: ignore[arg-type]
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -7,6 +7,8 @@ from 0.5 to 5.0, enforced by a CHECK constraint so no writer can slip a bad one 
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import BigInteger, CheckConstraint, Float, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -22,6 +24,10 @@ NAMING_CONVENTION = {
 MIN_RATING = 0.5
 MAX_RATING = 5.0
 RATING_STEP = 0.5
+#: How far past the checking machine's clock a ``rated_at`` may lie (clock skew between hosts).
+#: A later timestamp is refused by the API and the importer: one rating dated in the far future
+#: would otherwise outrank every real one in "newest first" and in the data snapshot.
+MAX_FUTURE_SKEW_S = 300
 
 
 class Base(DeclarativeBase):
@@ -71,3 +77,8 @@ class Rating(Base):
 def is_valid_rating(value: float) -> bool:
     """True for 0.5, 1.0, ..., 5.0 — the values the CHECK constraint admits."""
     return MIN_RATING <= value <= MAX_RATING and float(value * 2).is_integer()
+
+
+def latest_valid_timestamp(now: float | None = None) -> int:
+    """The newest ``rated_at`` accepted now: the clock plus :data:`MAX_FUTURE_SKEW_S`."""
+    return int(time.time() if now is None else now) + MAX_FUTURE_SKEW_S

@@ -70,7 +70,10 @@ def test_batch_predict_limits(make_client: Callable[..., TestClient], seeded: En
     client = make_client(max_batch=3)
     assert client.post("/predict", json=[]).json() == []
     too_many = client.post("/predict", json=[{"user_id": 1, "movie_id": 1}] * 4)
-    assert too_many.status_code == 422 and "at most 3" in too_many.json()["detail"]
+    assert too_many.status_code == 422 and "at most 3" in too_many.json()["detail"][0]["msg"]
+    # The batch size is checked before the items: four invalid items give that one error, not four.
+    invalid = client.post("/predict", json=[1, 2, 3, 4]).json()["detail"]
+    assert [(e["type"], e["loc"]) for e in invalid] == [("too_long", ["body"])], invalid
     assert client.post("/predict", json=[{"user_id": 1, "movie_id": 99}]).status_code == 404
     assert client.post("/predict", json=[{"user_id": True, "movie_id": 1}]).status_code == 422
     assert client.post("/predict", content=b"[{", headers={"content-type": "application/json"}).status_code == 422

@@ -11,14 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.routers.predict import _query_ids
-from app.schemas import MAX_ID
+from app.schemas import MAX_ID, Digits
 
 reference = FastAPI()
 
 
 @reference.get("/declared")
-async def declared(user_id: Annotated[int, Query(gt=0, le=MAX_ID)],
-                   movie_id: Annotated[int, Query(gt=0, le=MAX_ID)]) -> dict[str, int]:
+async def declared(user_id: Annotated[Digits, Query(gt=0, le=MAX_ID)],
+                   movie_id: Annotated[Digits, Query(gt=0, le=MAX_ID)]) -> dict[str, int]:
     return {"user_id": user_id, "movie_id": movie_id}
 
 
@@ -65,3 +65,15 @@ def test_predict_query_is_documented(client: TestClient) -> None:
     assert client.get("/predict", params={"user_id": 0, "movie_id": 1}).status_code == 422
     missing = client.get("/predict", params={"user_id": 1}).json()["detail"]
     assert missing[0]["loc"] == ["query", "movie_id"] and missing[0]["type"] == "missing"
+
+
+def test_ids_are_ascii_digits_only(client: TestClient) -> None:
+    """pydantic's lax ints read ``1_0`` as 10 and take ``+1``, ``1.0`` and spaces: ids have one spelling."""
+    assert client.get("/predict", params={"user_id": "10", "movie_id": "1"}).status_code == 200
+    for bad in ("1_0", "+1", "1.0", " 1", "1 ", "01e0", "\u0661"):
+        for path, params in (("/predict", {"user_id": bad, "movie_id": "1"}), ("/recommend", {"user_id": bad}),
+                             (f"/movies/{bad}", {}), (f"/users/{bad}/ratings", {}), (f"/movies/{bad}/similar", {}),
+                             ("/movies", {"limit": bad}), ("/popular", {"n": bad})):
+            response = client.get(path, params=params)
+            assert response.status_code == 422, (path, params, response.status_code)
+    assert client.delete("/users/1_0/ratings/1").status_code == 422

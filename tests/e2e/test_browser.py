@@ -227,6 +227,19 @@ def test_model_page(server, desktop):
     probe.assert_clean(server.url)
 
 
+def test_api_docs_render_under_the_csp(server, desktop):
+    """/docs is Swagger UI from this origin (no CDN), started by a script file: the page's CSP allows
+    no inline script, and a violation would be a console error."""
+    page, probe = desktop
+    response = page.goto(server.url + "/docs")
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    ex = expect()
+    ex(page.locator(".opblock-summary-path", has_text="/recommend").first).to_be_visible()
+    ex(page.locator(".opblock-summary-path", has_text="/ratings").first).to_be_visible()
+    shot(page, "10-api-docs")
+    probe.assert_clean(server.url)
+
+
 def test_api_key_required(keyed_server, desktop):
     page, probe = desktop
     page.goto(keyed_server.url + "/")

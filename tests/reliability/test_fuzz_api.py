@@ -21,6 +21,7 @@ wrong one, none), valid and invalid inputs generated from the schema, sent over 
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -144,3 +145,77 @@ def test_fuzz_operation(fuzz_server: Server, live_schema: Any, method: str, path
     if is_write and credentials != "right key":
         # A well-formed write without the key: 401, nothing else.
         assert counts["2xx"] == 0
+
+
+# -- hostile strings -----------------------------------------------------------------------------------
+
+#: Text a JSON body, a path or a query can carry that no well-behaved client sends: lone UTF-16
+#: surrogates (legal as JSON escapes, unencodable as UTF-8), overlong and truncated UTF-8, NULs,
+#: bidi and other invisible controls. ``bytes`` are sent raw (invalid UTF-8 on the wire).
+HOSTILE_STRINGS: list[str | bytes] = [
+    "\udfff", "\ud800", "a\ud83db", "\udfff\ud800", "\x00", "a\x00b", "\u202e", "abc\u202edef\u202c",
+    "\u2066\u2069", "\u200f\u200e", "\ufeff", "\uffff", "\U0010ffff", "\x1b[31m", "%00", "%",
+    b"\xc0\xaf", b"\xe0\x80\xaf", b"\xf0\x80\x80\xaf", b"\xc0\x80", b"\xed\xbf\xbf", b"\xff\xfe", b"\xe2\x82",
+]
+
+
+def _url_bytes(value: str | bytes) -> bytes:
+    raw = value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
+    return urllib.parse.quote_from_bytes(raw, safe="").encode()
+
+
+def _json_bytes(value: str | bytes) -> bytes:
+    return b'"' + value + b'"' if isinstance(value, bytes) else json.dumps(value).encode()
+
+
+def hostile_requests(strings: list[str | bytes]) -> Iterator[tuple[str, bytes, bytes]]:
+    """``(method, request target, body)`` with each hostile string in each path and query parameter
+    of every operation of the schema, and as values, keys and whole bodies of the JSON bodies."""
+    for path, operations in SCHEMA_DICT["paths"].items():
+        for method, operation in operations.items():
+            params = operation.get("parameters", [])
+            plain = {p["name"]: b"1" for p in params}
+            for hostile in strings:
+                value = _url_bytes(hostile)
+                for target in params:
+                    names = {**plain, target["name"]: value}
+                    url = path.encode()
+                    for name, v in names.items():
+                        url = url.replace(b"{" + name.encode() + b"}", v)
+                    query = b"&".join(name.encode() + b"=" + v for name, v in names.items()
+                                      if next(p for p in params if p["name"] == name)["in"] == "query")
+                    yield method.upper(), url + (b"?" + query if query else b""), b""
+                if "requestBody" in operation:
+                    j = _json_bytes(hostile)
+                    url = path.encode()
+                    for name in plain:
+                        url = url.replace(b"{" + name.encode() + b"}", b"1")
+                    for body in (j, b"[" + j + b"]", b'{"user_id": ' + j + b', "movie_id": 1, "rating": 4}',
+                                 b'{"user_id": 1, "movie_id": 1, "rating": ' + j + b"}",
+                                 b'[{"user_id": 1, "movie_id": 1, ' + j + b": 1}]",
+                                 b'{"user_id": 1, "movie_id": 1, "rating": 4, "rated_at": ' + j + b"}"):
+                        yield method.upper(), url, body
+
+
+def _raw_status(port: int, method: str, target: bytes, body: bytes) -> int | None:
+    """The status of a request sent as raw bytes (None: the server closed the connection instead)."""
+    from .test_security import raw_status
+
+    return raw_status(port, method.encode() + b" " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                      b"X-API-Key: " + API_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def test_hostile_strings_never_get_a_5xx(shared_server: Server) -> None:
+    """Before: a lone surrogate in a JSON body (``"\\udfff"``) was a 500 with a traceback in the log."""
+    sent, statuses = 0, set()
+    for method, target, body in hostile_requests(HOSTILE_STRINGS):
+        status = _raw_status(shared_server.port, method, target, body)
+        sent += 1
+        statuses.add(status)
+        assert status is None or status < 500, (method, target[:100], body[:100], status)
+    assert httpx.get(shared_server.url + "/health", timeout=10).status_code == 200
+    assert "Traceback" not in shared_server.log()
+    record("API fuzzing", "hostile strings (lone surrogates, overlong/truncated UTF-8, NUL, bidi controls) in every "
+           "path and query parameter and in JSON values, keys and bodies, as raw bytes", sent,
+           f"no 5xx (statuses {sorted(s for s in statuses if s is not None)}), no traceback in the log")
