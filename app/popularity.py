@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import repository
-from .serving import split_genres
+from .catalogue import split_genres
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,12 @@ Semantics (``manifest["y_range"] = [lo, hi]``, ``manifest["global_bias"] = g``, 
 * ``nn``: ``x = concat(user_factors[u], movie_factors[m])``; every ``mlp.N`` layer but the last
   is followed by ReLU; the last has one output, the logit; ``rating = lo + (hi - lo) * s(logit + g)``.
   The ranking score is ``logit + rank_bias[m]`` when ``rank_bias`` is present, else the logit.
+
+Older versions: :meth:`ModelStore.load` normalises what it reads, so readers see one set of keys.
+The data snapshot is ``manifest["data_snapshot"]`` (early trainers wrote it under ``data`` only);
+``rating_scale`` is ``[lo, hi]`` (it was also written as ``{"min": lo, "max": hi}``; ``None`` when
+neither form can be read); and ``rank_bias`` is always among the tensors (without one: the
+``movie_bias`` for ``dot``, zeros for ``nn``, which is the ranking score defined above).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -64,6 +71,8 @@ WEIGHTS_FILE = "model.safetensors"
 CURRENT_FILE = "CURRENT"
 LOCK_FILE = ".lock"
 TMP_PREFIX = ".tmp-"
+#: Report images a version may carry (written by the trainer, served by the API): plain names only.
+REPORT_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.png$")
 MODEL_KINDS = ("dot", "nn")
 REQUIRED_TENSORS = ("user_ids", "movie_ids", "user_factors", "movie_factors", "user_bias", "movie_bias")
 REQUIRED_MANIFEST_KEYS = ("format_version", "version", "kind", "factors", "y_range", "rating_scale", "global_bias",
@@ -80,7 +89,8 @@ class CorruptModelError(StoreError):
 
 @dataclass(frozen=True)
 class ModelArtifact:
-    """A validated model version: its manifest and its tensors (read-only numpy arrays)."""
+    """A validated model version: its manifest and its tensors (read-only numpy arrays), normalised
+    (see :func:`normalize`)."""
 
     version: int
     path: Path
@@ -100,6 +110,39 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _rating_scale(value: object) -> list[float] | None:
+    """``[lo, hi]`` from either stored form of ``rating_scale``; None when neither applies."""
+    try:
+        if isinstance(value, (list, tuple)) and len(value) >= 2:
+            return [float(value[0]), float(value[1])]
+        if isinstance(value, dict) and "min" in value and "max" in value:
+            return [float(value["min"]), float(value["max"])]
+    except (TypeError, ValueError) as exc:
+        raise CorruptModelError(f"rating_scale {value!r} is not numeric") from exc
+    return None
+
+
+def normalize(manifest: Mapping[str, Any],
+              tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A validated version as every reader sees it: the older keys and forms mapped onto the current ones.
+
+    Applied once by :meth:`ModelStore.load` (see the module docstring for what changes); the
+    files themselves are left as they were written.
+    """
+    manifest = dict(manifest)
+    manifest["data_snapshot"] = manifest.get("data_snapshot") or manifest.get("data")
+    manifest["rating_scale"] = _rating_scale(manifest.get("rating_scale"))
+    tensors = dict(tensors)
+    if "rank_bias" not in tensors:
+        if manifest["kind"] == "dot":
+            tensors["rank_bias"] = tensors["movie_bias"]
+        else:
+            rank_bias = np.zeros(len(tensors["movie_ids"]), dtype=np.float32)
+            rank_bias.setflags(write=False)
+            tensors["rank_bias"] = rank_bias
+    return manifest, tensors
 
 
 def validate(manifest: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> None:
@@ -223,7 +266,31 @@ class ModelStore:
         if manifest.get("version") != version:
             raise CorruptModelError(f"version {version}: manifest says version {manifest.get('version')}")
         validate(manifest, tensors)
+        manifest, tensors = normalize(manifest, tensors)
         return ModelArtifact(version=version, path=path, manifest=manifest, tensors=tensors)
+
+    def report_files(self, version: int) -> list[str]:
+        """Names of the report PNGs in ``version``'s directory (plain files only, sorted)."""
+        try:
+            path = self.version_path(version)
+            return sorted(p.name for p in path.iterdir()
+                          if p.is_file() and not p.is_symlink() and REPORT_FILE_NAME.match(p.name))
+        except (OSError, StoreError):
+            return []
+
+    def report_file(self, version: int, name: str) -> Path | None:
+        """Path of report PNG ``name`` of ``version``; None if the name is not a plain PNG name, the
+        file is absent or a symlink, or it resolves outside the version (no traversal)."""
+        if not REPORT_FILE_NAME.match(name):
+            return None
+        try:
+            directory = self.version_path(version)
+            path = directory / name
+            if path.is_symlink() or not path.is_file() or path.resolve().parent != directory.resolve():
+                return None
+        except (OSError, StoreError):
+            return None
+        return path
 
     def list(self) -> list[dict[str, Any]]:
         """Manifests of all versions, oldest first, each with ``version`` and ``current`` set.
