@@ -163,17 +163,6 @@ def test_nn_fold_in_fits_the_ratings_better_than_the_mean_user(tmp_path: Path) -
     assert np.abs(after - ratings).mean() < 0.5 * np.abs(before - ratings).mean()
 
 
-def test_report_file_names_are_checked(tmp_path: Path) -> None:
-    t = random_dot_tensors(range(1, 3), range(1, 4))
-    store = ModelStore(tmp_path / "models")
-    version = store.publish(t, manifest_for(t), extra_files=lambda d: (d / "loss.png").write_bytes(b"png"))
-    (tmp_path / "secret.png").write_bytes(b"secret")
-    assert store.report_files(version) == ["loss.png"]
-    assert store.report_file(version, "loss.png") is not None
-    for bad in ("../secret.png", "..", "manifest.json", "model.safetensors", ".hidden.png", "a/b.png"):
-        assert store.report_file(version, bad) is None
-
-
 def test_nn_ranking_adds_the_rank_bias_when_the_version_has_one(tmp_path: Path) -> None:
     t = _nn_tensors()
     plain = _load(tmp_path / "plain", t, kind="nn").rank_scores
