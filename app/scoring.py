@@ -1,7 +1,7 @@
 """Numpy scoring of one model version: ratings, rankings, similar movies and fold-in.
 
-Everything here follows the semantics defined in :mod:`movierec.store` (``dot`` and ``nn``
-models). A :class:`LoadedModel` is built once per version (maps, normalised factors and the
+Everything here follows the semantics defined in :mod:`movierec.model_format` (``dot`` and
+``nn`` models). A :class:`LoadedModel` is built once per version (maps, normalised factors and the
 fold-in prior precomputed) and is then read-only, so any number of request threads can share it
 and a reload only swaps one reference. It knows model rows, not movies: titles, genres and which
 rows may be shown come from :mod:`app.catalogue`, and a recommendation is put together in
@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from movierec.store import ModelArtifact
+from movierec.model_format import ModelArtifact
 
 #: The rating scale every answer is clipped to (MovieLens stars).
 RATING_MIN = 0.5
@@ -107,7 +107,7 @@ class LoadedModel:
         self.movie_factors: np.ndarray = np.asarray(t["movie_factors"], dtype=np.float32)
         self.user_bias: np.ndarray = np.asarray(t["user_bias"], dtype=np.float32)
         self.movie_bias: np.ndarray = np.asarray(t["movie_bias"], dtype=np.float32)
-        # The movie term of the ranking score (store.py; the loader supplies it for older versions).
+        # The movie term of the ranking score (model_format.py; the loader supplies it for older versions).
         self.rank_term: np.ndarray = np.asarray(t["rank_bias"], dtype=np.float32)
         self.k: int = int(self.user_factors.shape[1])
         self.global_bias: float = float(manifest["global_bias"])
@@ -251,7 +251,7 @@ class LoadedModel:
         if self.kind == "dot":
             return self.movie_factors @ user.vec + self.rank_term
         h1 = self._movie_h1 + (self._w1_user @ user.vec + self.layers[0][1])
-        return self._nn_logit(h1).astype(np.float32) + self.rank_term  # logit + rank_bias (store.py)
+        return self._nn_logit(h1).astype(np.float32) + self.rank_term  # logit + rank_bias (model_format.py)
 
     def top_n(self, scores: np.ndarray, n: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the ``n`` best allowed scores, best first, with their scores.

@@ -1,4 +1,4 @@
-"""The numpy scorer against the formulas of movierec.store, without HTTP or a database."""
+"""The numpy scorer against the formulas of movierec.model_format, without HTTP or a database."""
 
 from __future__ import annotations
 
