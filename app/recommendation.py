@@ -12,6 +12,10 @@ plain result (a dataclass) that the router turns into a response body:
 
 Which vector represents a user (trained, folded in, or none) is decided in
 :mod:`app.personalize`. Movies that cannot be scored raise :class:`UnknownMovieError` (a 404).
+An answer is assembled here and nowhere else, so what it should carry beyond the response body
+(per-item reasons, a request id for recording what was shown) belongs on these result types;
+the scorer is reached only through the handful of :class:`~app.scoring.LoadedModel` methods
+named in :mod:`app.scoring`.
 """
 
 from __future__ import annotations
