@@ -79,7 +79,7 @@ soak: install
 	$(PY) scripts/soak.py
 
 smoke: install
-	$(PY) scripts/compose_smoke.py
+	$(PY) -m tests.deploy.compose_replay
 
 clean:
 	rm -rf var .pytest_cache

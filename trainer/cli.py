@@ -1,4 +1,4 @@
-"""``movierec train``: registered by ``movierec.cli`` as ``app.command("train")(train)``.
+"""``movierec train``: registered by the composition root (``cli/main.py``) as ``app.command("train")(train)``.
 
 Importing this module is cheap (typer only): torch, numpy-heavy modules and SQLAlchemy are
 imported inside :func:`train`, so the rest of the CLI starts fast.
@@ -10,12 +10,13 @@ Exit codes: 0 published; 1 failure (bad data, store or database error); 2 no dat
 
 from __future__ import annotations
 
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from movierec.progress import Progress, Task
 
 
 class ModelKind(str, Enum):
@@ -92,49 +93,30 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
         def load():  # type: ignore[no-untyped-def]
             return load_db(settings.database_url)
         where = "database"
-    with _reporter() as (progress, log):
+    with Progress() as progress:
+        report = _Reporter(progress)
         result = train_and_publish(load, store, params, force=force,
                                    tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
-                                   keep=settings.keep_versions, progress=progress, log=log, source=where)
+                                   keep=settings.keep_versions, progress=report.epoch, log=report.log, source=where)
     m = result.manifest["metrics"]
     typer.echo(f"published version {result.version} to {store.root} "
                f"(rmse {m.get('rmse', float('nan')):.4f}, ndcg@10 {m.get('ndcg@10', float('nan')):.4f}, "
                f"{result.seconds:.1f}s)")
 
 
-class _reporter:
-    """A rich progress bar on a terminal, plain log lines on stderr otherwise."""
+class _Reporter:
+    """Training progress through :class:`movierec.progress.Progress`: a bar per fit on a terminal,
+    plain lines on stderr otherwise."""
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        self.tty = sys.stderr.isatty()
-        self.bar = None
-        self.task = None
-        if self.tty:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                console=Console(stderr=True))
-            self.bar.__enter__()
-        return self.progress, self.log
-
-    def __exit__(self, *exc) -> None:  # type: ignore[no-untyped-def]
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Task | None = None
 
     def log(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(message)
-            self.task = None  # next epoch starts a new bar for the next fit
-        else:
-            print(message, file=sys.stderr, flush=True)
+        self.progress.line(message)
+        self.task = None  # next epoch starts a new bar for the next fit
 
-    def progress(self, epoch: int, epochs: int, loss: float, valid: float | None) -> None:
-        info = f"loss {loss:.4f}" + (f"  valid rmse {valid:.4f}" if valid is not None else "")
-        if self.bar is None:
-            print(f"  epoch {epoch}/{epochs}  {info}", file=sys.stderr, flush=True)
-            return
+    def epoch(self, epoch: int, epochs: int, loss: float, valid: float | None) -> None:
         if self.task is None or epoch == 1:
-            self.task = self.bar.add_task("epoch", total=epochs, info="")
-        self.bar.update(self.task, completed=epoch, info=info)
+            self.task = self.progress.track("epoch", total=epochs)
+        self.task.step(epoch, f"loss {loss:.4f}" + (f"  valid rmse {valid:.4f}" if valid is not None else ""))
