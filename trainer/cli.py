@@ -34,7 +34,7 @@ def train(
     lr: Annotated[Optional[float], typer.Option(min=0.0, help="Peak learning rate of the one-cycle schedule.")] = None,
     wd: Annotated[Optional[float], typer.Option(min=0.0, help="L2 / weight decay.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Ratings per minibatch.")] = None,
-    bpr_weight: Annotated[Optional[float], typer.Option(min=0.0, help="Weight of the ranking loss (0: off).")] =
+    rank_weight: Annotated[Optional[float], typer.Option(min=0.0, help="Weight of the ranking loss (0: off).")] =
     None,
     rank_sample: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
         "Fraction of each batch in the ranking loss once an epoch has more than 1M ratings "
@@ -46,6 +46,8 @@ def train(
     source: Annotated[Optional[Path], typer.Option(
         help="Train from a MovieLens directory or u.data file instead of the database.")] = None,
     store: Annotated[Optional[Path], typer.Option(help="Model store (default MOVIEREC_MODEL_STORE).")] = None,
+    bpr_weight: Annotated[Optional[float], typer.Option(
+        min=0.0, hidden=True, help="Deprecated: the old name of --rank-weight.")] = None,
 ) -> None:
     """Train a model on all ratings, evaluate it against baselines, and publish it if it passes the gate."""
     import os
@@ -53,13 +55,19 @@ def train(
     # Threads that wait for work spin, so a chain of short parallel loops does not pay a wake-up
     # each time (with OMP_WAIT_POLICY=PASSIVE, 2 threads trained 40 % slower at 5M ratings);
     # a bounded spin (~0.1 ms) keeps that while not burning a core for long when the machine
-    # is busy. How many threads train is chosen by load (trainer.fit.default_threads). Must be
+    # is busy. How many threads train is chosen by load (trainer.fit.threads.default_threads). Must be
     # set before torch and numba load their OpenMP runtimes; an explicit setting wins.
     os.environ.setdefault("GOMP_SPINCOUNT", "100000")
     from trainer import TrainerError
 
+    if bpr_weight is not None:  # the option's name before the ranking loss became a sampled softmax
+        if rank_weight is not None and rank_weight != bpr_weight:
+            raise typer.BadParameter("give --rank-weight only (--bpr-weight is its deprecated old name)",
+                                     param_hint="--bpr-weight")
+        typer.echo("warning: --bpr-weight is deprecated, use --rank-weight", err=True)
+        rank_weight = bpr_weight
     try:
-        _run(model.value, factors, epochs, lr, wd, batch_size, bpr_weight, seed, force, tolerance, source, store,
+        _run(model.value, factors, epochs, lr, wd, batch_size, rank_weight, seed, force, tolerance, source, store,
              rank_sample)
     except TrainerError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -67,7 +75,7 @@ def train(
 
 
 def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, wd: float | None,
-         batch_size: int | None, bpr_weight: float | None, seed: int, force: bool, tolerance: float | None,
+         batch_size: int | None, rank_weight: float | None, seed: int, force: bool, tolerance: float | None,
          source: Path | None, store_path: Path | None, rank_sample: float | None = None) -> None:
     from movierec.settings import get_settings
     from movierec.store import ModelStore
@@ -79,7 +87,7 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
     settings = get_settings()
     params = defaults_for(kind)
     for name, value in (("factors", factors), ("epochs", epochs), ("lr", lr), ("wd", wd),
-                        ("batch_size", batch_size), ("bpr_weight", bpr_weight),
+                        ("batch_size", batch_size), ("rank_weight", rank_weight),
                         ("rank_sample", rank_sample)):
         if value is not None:
             setattr(params, name, value)
