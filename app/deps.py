@@ -1,8 +1,11 @@
-"""FastAPI dependencies: settings, database sessions, the model registry, popularity.
+"""FastAPI dependencies: settings, database sessions, the model registry and store, popularity, metrics.
 
-Everything lives on ``app.state`` (set up by the lifespan in :mod:`app.main`); the dependencies
-only hand it out, so tests configure an app by passing their own ``Settings`` to ``create_app``.
-Dependencies that do no I/O are ``async def`` so FastAPI does not hop to the thread pool for them.
+Everything lives on ``app.state`` (set up by :func:`app.main.create_app` and its lifespan); the
+dependencies only hand it out, so tests configure an app by passing their own ``Settings`` to
+``create_app``, and routers never read ``app.state`` themselves. Dependencies that do no I/O are
+``async def`` so FastAPI does not hop to the thread pool for them. The one hot endpoint that
+skips declared dependencies (GET /predict, see :mod:`app.routers.predict`) calls these functions
+directly instead.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from movierec.settings import Settings
+from movierec.store import ModelStore
 
+from .metrics import Metrics
 from .model_registry import ModelRegistry, ServingState
 from .popularity import Popularity
 
@@ -28,8 +33,23 @@ async def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
+async def get_store(request: Request) -> ModelStore:
+    """The model store the registry loads from (report files of a version)."""
+    return request.app.state.registry.store
+
+
 async def get_popularity(request: Request) -> Popularity:
     return request.app.state.popularity
+
+
+async def get_metrics(request: Request) -> Metrics:
+    """The app's Prometheus metrics."""
+    return request.app.state.metrics
+
+
+async def get_sessions(request: Request) -> sessionmaker[Session]:
+    """The session factory, for code that opens sessions only when it needs one (often never)."""
+    return request.app.state.sessions
 
 
 async def get_state(request: Request) -> ServingState | None:
@@ -58,7 +78,10 @@ def get_session(request: Request) -> Iterator[Session]:
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+StoreDep = Annotated[ModelStore, Depends(get_store)]
 PopularityDep = Annotated[Popularity, Depends(get_popularity)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 StateDep = Annotated[ServingState | None, Depends(get_state)]
 RequiredStateDep = Annotated[ServingState, Depends(require_state)]
 SessionDep = Annotated[Session, Depends(get_session)]

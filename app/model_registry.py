@@ -26,8 +26,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from movierec.store import MANIFEST_FILE, WEIGHTS_FILE, CorruptModelError, ModelStore, StoreError
 
 from . import repository
+from .catalogue import Catalogue, ModelCatalogue
 from .metrics import Metrics
-from .serving import Catalogue, LoadedModel
+from .scoring import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,11 @@ WATERMARK_OVERLAP_S = 120
 
 @dataclass
 class ServingState:
-    """A loaded model plus the users whose ratings are newer than its data snapshot."""
+    """A loaded model, the catalogue aligned with its movie rows, and the users whose ratings are
+    newer than its data snapshot."""
 
     model: LoadedModel
+    catalogue: ModelCatalogue
     stale_users: set[int] = field(default_factory=set)
     watermark: int | None = None  # newest rated_at seen by the stale-user scan
 
@@ -151,8 +154,8 @@ class ModelRegistry:
                 artifact = self.store.load(version)
                 with self._sessions() as session:
                     catalogue = Catalogue.from_rows(repository.all_movies(session))
-                model = LoadedModel(artifact, catalogue)
-                state = ServingState(model)
+                model = LoadedModel(artifact)
+                state = ServingState(model, catalogue.aligned_to(model.movie_ids))
                 self._scan_stale(state)
             except (StoreError, ValueError, KeyError, TypeError) as exc:
                 # A damaged version: refuse it until its files change.

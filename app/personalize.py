@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .metrics import Metrics
 from .repository import UserRatings
-from .serving import LoadedModel, UserVector
+from .scoring import LoadedModel, UserVector
 
 
 def needs_fold_in(model: LoadedModel, known: bool, ratings: UserRatings) -> bool:

@@ -18,8 +18,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import repository
-from .schemas import wanted_genres
-from .serving import split_genres
+from .catalogue import split_genres, wanted_genres
 
 log = logging.getLogger(__name__)
 

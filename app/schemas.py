@@ -35,15 +35,6 @@ GENRE_HELP = ("Only movies of this genre, or of any of several separated by '|' 
               "case-insensitive, whole genre names")
 
 
-def wanted_genres(genre: str | None) -> frozenset[str] | None:
-    """The ``genre`` filter's meaning, the same on every endpoint: any of the ``|``-separated
-    genres, compared whole and case-insensitively (lower-cased names). None: no filter."""
-    if not genre:
-        return None
-    names = frozenset(name.strip().lower() for name in genre.split("|") if name.strip())
-    return names or None
-
-
 #: Most unknown field names named in one error (the rest are counted).
 _UNKNOWN_FIELDS_SHOWN = 5
 

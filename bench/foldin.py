@@ -5,7 +5,7 @@ Protocol (MovieLens 100K, real data):
 * 10 % of the users (seed 7) are held out of training entirely; a ``dot`` model is trained by the
   trainer (default parameters) on the other users' ratings and published to a temporary store;
 * for each held-out user with at least 10 + 5 ratings: the first 10 ratings in time are given to
-  the service's fold-in (``app.serving.LoadedModel.fold_in``, exactly what /recommend runs), the rest
+  the service's fold-in (``app.scoring.LoadedModel.fold_in``, exactly what /recommend runs), the rest
   are the test set;
 * ranking: relevant = test movies rated >= 4; candidates = every movie of the model except the 10
   given ones; NDCG@10, Recall@10, HR@10 of fold-in vs popularity (the service's damped mean,
@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from app import serving
-from app.serving import Catalogue, LoadedModel
+from app import scoring
+from app.catalogue import Catalogue
+from app.scoring import LoadedModel
 from movierec.store import ModelStore
 from trainer.data import from_raw, load_files
 from trainer.fit import defaults_for, fit
@@ -94,7 +95,8 @@ def main() -> None:
         store = ModelStore(tmp)
         version = store.publish(tensors, manifest)
         artifact = store.load(version)
-    loaded = LoadedModel(artifact, Catalogue.from_rows(catalogue_rows))
+    loaded = LoadedModel(artifact)
+    in_catalogue = Catalogue.from_rows(catalogue_rows).aligned_to(loaded.movie_ids).in_catalogue
 
     # Popularity on the training ratings, as the service computes it (damped mean, prior 25).
     m_rows, m_found = loaded.movie_rows(movies_ext[~held_mask])
@@ -129,7 +131,7 @@ def main() -> None:
         given, test = slice(0, args.given), slice(args.given, None)
         relevant = {int(r) for r, y in zip(rows[test], data.rating[idx][test], strict=True) if y >= 4}
         candidates = np.setdiff1d(np.arange(len(loaded.movie_ids)), rows[given])
-        candidates = candidates[loaded.in_catalogue[candidates]]
+        candidates = candidates[in_catalogue[candidates]]
         test_ratings = data.rating[idx][test].astype(float)
         base = loaded.predict(np.zeros((len(test_ratings), loaded.k), np.float32), np.zeros(len(test_ratings)),
                               rows[test])
@@ -159,7 +161,7 @@ def main() -> None:
     summary = {
         "data": args.data, "held_out_users": len(held_users), "evaluated_users": evaluated, "given": args.given,
         "train_seconds": round(train_s, 1), "epochs": params.epochs, "factors": params.factors,
-        "default_noise_var": serving.DEFAULT_FOLDIN_NOISE_VAR,
+        "default_noise_var": scoring.DEFAULT_FOLDIN_NOISE_VAR,
         "foldin_ms_mean": round(float(np.mean(foldin_ms)), 3), "foldin_ms_p99": round(float(np.percentile(foldin_ms, 99)), 3),
         "results": table,
     }

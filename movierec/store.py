@@ -1,4 +1,4 @@
-"""The model store: versioned model directories, TensorFlow-Serving style. The one definition of the format.
+"""The model store: versioned model directories, TensorFlow-Serving style.
 
 Layout::
 
@@ -14,30 +14,10 @@ renames it into place. ``manifest.json`` records the sha256 of ``model.safetenso
 truncated or swapped weights file is refused on load. Only safetensors and JSON are ever read:
 nothing in the store is executable (no pickle).
 
-Tensors in ``model.safetensors`` (n users, m movies, k factors):
-
-=================  ==============  ==========================================================
-name               shape / dtype   meaning
-=================  ==============  ==========================================================
-``user_ids``       (n,) int64      MovieLens user id of each row, strictly increasing
-``movie_ids``      (m,) int64      MovieLens movie id of each row, strictly increasing
-``user_factors``   (n, k) float32  user embeddings
-``movie_factors``  (m, k) float32  movie embeddings
-``user_bias``      (n,) float32    user biases
-``movie_bias``     (m,) float32    movie biases
-``rank_bias``      (m,) float32    optional: movie term of the ranking score (see below)
-``mlp.N.weight``   (out, in)       ``nn`` models only: linear layer N (torch layout)
-``mlp.N.bias``     (out,)          ``nn`` models only
-=================  ==============  ==========================================================
-
-Semantics (``manifest["y_range"] = [lo, hi]``, ``manifest["global_bias"] = g``, sigmoid ``s``):
-
-* ``dot``: ``logit = u·m + b_u + b_m + g``; rating ``= lo + (hi - lo) * s(logit)``, clipped to the
-  rating scale. The ranking score of movie m for user u is ``u·m + rank_bias[m]`` when
-  ``rank_bias`` is present, else ``u·m + b_m`` (``b_u`` and ``g`` are the same for every movie).
-* ``nn``: ``x = concat(user_factors[u], movie_factors[m])``; every ``mlp.N`` layer but the last
-  is followed by ReLU; the last has one output, the logit; ``rating = lo + (hi - lo) * s(logit + g)``.
-  The ranking score is ``logit + rank_bias[m]`` when ``rank_bias`` is present, else the logit.
+What a version holds (the tensors, the manifest keys, how a rating and a ranking score are
+computed from them) and how older versions are read is defined in :mod:`movierec.model_format`;
+this module is the directory around it: publishing, loading, rollback, pruning and the report
+images a version carries.
 """
 
 from __future__ import annotations
@@ -47,50 +27,36 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-FORMAT_VERSION = 1
+from movierec.model_format import (
+    FORMAT_VERSION,
+    CorruptModelError,
+    ModelArtifact,
+    StoreError,
+    normalize,
+    validate,
+)
+
+__all__ = ["CURRENT_FILE", "FORMAT_VERSION", "MANIFEST_FILE", "REPORT_FILE_NAME", "WEIGHTS_FILE", "CorruptModelError",
+           "ModelArtifact", "ModelStore", "StoreError", "sha256_file", "validate"]
+
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "model.safetensors"
 CURRENT_FILE = "CURRENT"
 LOCK_FILE = ".lock"
 TMP_PREFIX = ".tmp-"
-MODEL_KINDS = ("dot", "nn")
-REQUIRED_TENSORS = ("user_ids", "movie_ids", "user_factors", "movie_factors", "user_bias", "movie_bias")
-REQUIRED_MANIFEST_KEYS = ("format_version", "version", "kind", "factors", "y_range", "rating_scale", "global_bias",
-                          "counts", "weights_sha256")
-
-
-class StoreError(RuntimeError):
-    """The model store or a version in it is unusable; the message says why."""
-
-
-class CorruptModelError(StoreError):
-    """A version exists but fails validation (truncated, mismatched, non-finite, not our format)."""
-
-
-@dataclass(frozen=True)
-class ModelArtifact:
-    """A validated model version: its manifest and its tensors (read-only numpy arrays)."""
-
-    version: int
-    path: Path
-    manifest: dict[str, Any]
-    tensors: dict[str, np.ndarray]
-
-    @property
-    def kind(self) -> str:
-        """``dot`` or ``nn``."""
-        return str(self.manifest["kind"])
+#: Report images a version may carry (written by the trainer, served by the API): plain names only.
+REPORT_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.png$")
 
 
 def sha256_file(path: Path) -> str:
@@ -100,46 +66,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def validate(manifest: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> None:
-    """Check that a manifest and its tensors form a usable model; raise CorruptModelError if not."""
-    missing = [key for key in REQUIRED_MANIFEST_KEYS if key not in manifest]
-    if missing:
-        raise CorruptModelError(f"manifest lacks {', '.join(missing)}")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise CorruptModelError(f"format_version {manifest['format_version']!r} is not {FORMAT_VERSION}")
-    if manifest["kind"] not in MODEL_KINDS:
-        raise CorruptModelError(f"unknown model kind {manifest['kind']!r}")
-    absent = [name for name in REQUIRED_TENSORS if name not in tensors]
-    if absent:
-        raise CorruptModelError(f"weights lack tensors {', '.join(absent)}")
-    user_ids, movie_ids = tensors["user_ids"], tensors["movie_ids"]
-    n, m, k = len(user_ids), len(movie_ids), int(manifest["factors"])
-    expected = {
-        "user_ids": (n,), "movie_ids": (m,), "user_factors": (n, k), "movie_factors": (m, k),
-        "user_bias": (n,), "movie_bias": (m,),
-    }
-    if "rank_bias" in tensors:
-        expected["rank_bias"] = (m,)
-    for name, shape in expected.items():
-        if tuple(tensors[name].shape) != shape:
-            raise CorruptModelError(f"tensor {name} has shape {tuple(tensors[name].shape)}, manifest says {shape}")
-    counts = manifest["counts"]
-    if counts.get("users") != n or counts.get("movies") != m:
-        raise CorruptModelError(f"manifest counts {counts} do not match tensors ({n} users, {m} movies)")
-    for name in ("user_ids", "movie_ids"):
-        ids = tensors[name]
-        if ids.dtype != np.int64 or (len(ids) > 1 and not np.all(np.diff(ids) > 0)):
-            raise CorruptModelError(f"{name} must be strictly increasing int64")
-    for name, array in tensors.items():
-        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-            raise CorruptModelError(f"tensor {name} holds NaN or infinity")
-    lo, hi = manifest["y_range"]
-    if not lo < hi:
-        raise CorruptModelError(f"y_range {manifest['y_range']} is empty")
-    if manifest["kind"] == "nn" and not any(key.startswith("mlp.") for key in tensors):
-        raise CorruptModelError("nn model without mlp layers")
 
 
 class ModelStore:
@@ -223,7 +149,31 @@ class ModelStore:
         if manifest.get("version") != version:
             raise CorruptModelError(f"version {version}: manifest says version {manifest.get('version')}")
         validate(manifest, tensors)
+        manifest, tensors = normalize(manifest, tensors)
         return ModelArtifact(version=version, path=path, manifest=manifest, tensors=tensors)
+
+    def report_files(self, version: int) -> list[str]:
+        """Names of the report PNGs in ``version``'s directory (plain files only, sorted)."""
+        try:
+            path = self.version_path(version)
+            return sorted(p.name for p in path.iterdir()
+                          if p.is_file() and not p.is_symlink() and REPORT_FILE_NAME.match(p.name))
+        except (OSError, StoreError):
+            return []
+
+    def report_file(self, version: int, name: str) -> Path | None:
+        """Path of report PNG ``name`` of ``version``; None if the name is not a plain PNG name, the
+        file is absent or a symlink, or it resolves outside the version (no traversal)."""
+        if not REPORT_FILE_NAME.match(name):
+            return None
+        try:
+            directory = self.version_path(version)
+            path = directory / name
+            if path.is_symlink() or not path.is_file() or path.resolve().parent != directory.resolve():
+                return None
+        except (OSError, StoreError):
+            return None
+        return path
 
     def list(self) -> list[dict[str, Any]]:
         """Manifests of all versions, oldest first, each with ``version`` and ``current`` set.

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from .. import repository
-from ..deps import PopularityDep, RequiredStateDep, SessionDep, StateDep
-from ..schemas import (BODY_ERRORS, GENRE_HELP, MAX_ID, Digits, MovieDetail, MoviePage, PopularMovies, SimilarMovies,
-                       wanted_genres)
-from ..serving import split_genres
+from .. import recommendation, repository
+from ..catalogue import split_genres, wanted_genres
+from ..deps import PopularityDep, RequiredStateDep, SessionDep, SessionsDep, StateDep
+from ..recommendation import UnknownMovieError
+from ..schemas import BODY_ERRORS, GENRE_HELP, MAX_ID, Digits, MovieDetail, MoviePage, PopularMovies, SimilarMovies
 
 router = APIRouter(responses=BODY_ERRORS, tags=["movies"])
 
@@ -50,17 +50,14 @@ def get_movie(session: SessionDep, state: StateDep, movie_id: MoviePath) -> dict
 @router.get("/movies/{movie_id}/similar", response_model=SimilarMovies,
             responses={404: {"description": "Movie unknown to the database or to the model"},
                        503: {"description": "No model loaded"}})
-def similar_movies(session: SessionDep, state: RequiredStateDep, movie_id: MoviePath, n: N = 10) -> dict[str, object]:
+def similar_movies(sessions: SessionsDep, state: RequiredStateDep, movie_id: MoviePath, n: N = 10) -> dict[str, object]:
     """The n movies nearest to this one by cosine similarity of the learned movie factors."""
-    model = state.model
-    row = model.movie_row(movie_id)
-    if row is None:
-        if repository.get_movie(session, movie_id) is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"movie {movie_id} not found")
-        raise HTTPException(status.HTTP_404_NOT_FOUND,
-                            f"movie {movie_id} is not in model version {model.version} (added after training)")
-    rows, scores = model.similar(row, n)
-    return {"movie_id": movie_id, "model_version": model.version, "items": model.items(rows, scores)}
+    try:
+        result = recommendation.similar(state, sessions, movie_id, n)
+    except UnknownMovieError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    return {"movie_id": result.movie_id, "model_version": result.model_version,
+            "items": [item.as_dict() for item in result.items]}
 
 
 @router.get("/popular", response_model=PopularMovies)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import repository
-from ..deps import RequiredStateDep
+from ..deps import MetricsDep, RegistryDep, RequiredStateDep, SessionsDep, StoreDep
 from ..schemas import BODY_ERRORS, Health, ModelInfo, Readiness
 
 router = APIRouter(responses=BODY_ERRORS, tags=["operations"])
@@ -24,18 +24,17 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready"}})
-def ready(request: Request) -> JSONResponse:
+def ready(sessions: SessionsDep, registry: RegistryDep) -> JSONResponse:
     """Ready to serve: the database answers and a model is loaded; 503 with the reasons otherwise."""
     reasons = []
     database = True
     try:
-        with request.app.state.sessions() as session:
+        with sessions() as session:
             repository.ping(session)
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; the reason is reported
         database = False
         reasons.append(f"database unreachable: {type(exc).__name__}")
         log.warning("readiness: database unreachable: %s", exc)
-    registry = request.app.state.registry
     model = registry.model
     if model is None:
         reasons.append("no model loaded" + (f": {registry.last_error}" if registry.last_error else ""))
@@ -45,13 +44,13 @@ def ready(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-async def metrics(request: Request) -> Response:
+async def metrics(app_metrics: MetricsDep) -> Response:
     """Prometheus metrics: requests and latency per route template, model version, reloads."""
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(app_metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/model", response_model=ModelInfo, responses={503: {"description": "No model loaded"}})
-def model_info(state: RequiredStateDep) -> dict[str, object]:
+def model_info(state: RequiredStateDep, store: StoreDep) -> dict[str, object]:
     """The version being served, its manifest metrics and its report images."""
     model = state.model
     manifest = model.manifest
@@ -59,15 +58,15 @@ def model_info(state: RequiredStateDep) -> dict[str, object]:
         "version": model.version, "kind": model.kind, "factors": model.k, "created_at": manifest.get("created_at"),
         "counts": manifest.get("counts", {}), "metrics": manifest.get("metrics"),
         "baseline_metrics": manifest.get("baseline_metrics"), "refit": manifest.get("refit"),
-        "data_snapshot": manifest.get("data_snapshot") or manifest.get("data"), "files": model.report_files(),
+        "data_snapshot": manifest["data_snapshot"], "files": store.report_files(model.version),
     }
 
 
 @router.get("/model/files/{name}", response_class=FileResponse,
             responses={200: {"content": {"image/png": {}}}, 404: {"description": "No such file"}})
-def model_file(state: RequiredStateDep, name: Annotated[str, Path(max_length=200)]) -> FileResponse:
+def model_file(state: RequiredStateDep, store: StoreDep, name: Annotated[str, Path(max_length=200)]) -> FileResponse:
     """A report PNG of the current model version (names are checked: no paths, only ``*.png``)."""
-    path = state.model.report_file(name)
+    path = store.report_file(state.model.version, name)
     if path is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no report file {name!r} in model version {state.model.version}")
     return FileResponse(path, media_type="image/png")

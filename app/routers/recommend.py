@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import numpy as np
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, status
 
-from .. import repository
-from ..deps import PopularityDep, SessionDep, StateDep
-from ..personalize import needs_fold_in, resolve_user
+from .. import recommendation, repository
+from ..deps import MetricsDep, PopularityDep, SessionDep, StateDep
+from ..recommendation import Filters
 from ..schemas import BODY_ERRORS, GENRE_HELP, MAX_ID, Digits, Recommendation
 
 router = APIRouter(responses=BODY_ERRORS, tags=["recommendations"])
@@ -33,10 +32,10 @@ def parse_ids(values: list[str], name: str) -> set[int]:
 @router.get("/recommend", response_model=Recommendation,
             responses={422: {"description": "Invalid parameters"}, 503: {"description": "Database unavailable"}})
 def recommend(
-    request: Request,
     session: SessionDep,
     state: StateDep,
     popularity: PopularityDep,
+    metrics: MetricsDep,
     user_id: Annotated[Digits, Query(gt=0, le=MAX_ID, description="User id", examples=[196])],
     n: Annotated[Digits, Query(ge=1, le=100, description="Number of movies")] = 10,
     genre: Annotated[str | None, Query(max_length=64, description=GENRE_HELP, examples=["Comedy"])] = None,
@@ -49,24 +48,10 @@ def recommend(
     rated since it was trained are folded in from their current ratings (no retrain needed);
     users with no ratings get the most popular movies with ``personalized: false``.
     """
-    excluded = parse_ids(exclude, "exclude")
+    filters = Filters(genre=genre, min_year=min_year, exclude=parse_ids(exclude, "exclude"))
     # One indexed query: what to exclude, and whether the trained factors are still current.
     ratings = repository.user_ratings(session, user_id)
     session.close()  # hand the connection back before the numpy work
-    excluded.update(int(m) for m in ratings.movie_ids)
-    if state is not None:
-        model = state.model
-        stale = user_id in state.stale_users or needs_fold_in(model, model.user_row(user_id) is not None, ratings)
-        user = resolve_user(model, user_id, ratings, request.app.state.metrics, stale=stale)
-        if user is not None:
-            scores = model.rank_scores(user)
-            allowed = model.allowed_mask(genre, min_year)
-            if excluded:
-                rows, found = model.movie_rows(np.fromiter(excluded, dtype=np.int64, count=len(excluded)))
-                allowed[rows[found]] = False
-            rows, top = model.top_n(scores, n, allowed)
-            return {"user_id": user_id, "model_version": model.version, "personalized": True,
-                    "source": user.source, "items": model.items(rows, top)}
-    items = popularity.top(n, genre=genre, min_year=min_year, exclude=excluded)
-    return {"user_id": user_id, "model_version": state.model.version if state is not None else None,
-            "personalized": False, "source": "popularity", "items": items}
+    result = recommendation.recommend(state, popularity, user_id, ratings, n, filters, metrics)
+    return {"user_id": result.user_id, "model_version": result.model_version, "personalized": result.personalized,
+            "source": result.source, "items": [item.as_dict() for item in result.items]}

@@ -1,4 +1,4 @@
-"""The numpy scorer against the formulas of movierec.store, without HTTP or a database."""
+"""The numpy scorer against the formulas of movierec.model_format, without HTTP or a database."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.serving import Catalogue, LoadedModel
+from app.catalogue import Catalogue
+from app.scoring import LoadedModel
 from movierec.store import ModelStore
 
 from .helpers import manifest_for, random_dot_tensors
@@ -18,8 +19,7 @@ from .helpers import manifest_for, random_dot_tensors
 def _load(tmp_path: Path, tensors: dict[str, np.ndarray], kind: str = "dot", **extra: object) -> LoadedModel:
     store = ModelStore(tmp_path / "models")
     version = store.publish(tensors, manifest_for(tensors, kind=kind, **extra))
-    rows = [(int(i), f"M{i}", 1990 + int(i) % 20, "Comedy" if i % 2 else "Drama") for i in tensors["movie_ids"]]
-    return LoadedModel(store.load(version), Catalogue.from_rows(rows))
+    return LoadedModel(store.load(version))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -43,7 +43,7 @@ def test_ranking_uses_rank_bias_and_top_n_is_the_full_sort(tmp_path: Path) -> No
     user = model.trained_user(2)
     scores = model.rank_scores(user)
     np.testing.assert_allclose(scores, t["movie_factors"] @ t["user_factors"][2] + t["rank_bias"], rtol=1e-5)
-    allowed = model.allowed_mask()
+    allowed = np.ones(len(model.movie_ids), dtype=bool)
     allowed[[0, 5, 7]] = False
     rows, top = model.top_n(scores, 10, allowed)
     brute = [r for r in np.argsort(-scores) if allowed[r]][:10]
@@ -104,7 +104,7 @@ def test_fold_in_prior_is_the_trained_users_distribution(tmp_path: Path) -> None
 def test_similar_is_cosine_nearest_excluding_itself(tmp_path: Path) -> None:
     t = random_dot_tensors(range(1, 3), range(1, 51), k=6, seed=9)
     model = _load(tmp_path, t)
-    rows, scores = model.similar(7, 5)
+    rows, scores = model.similar(7, 5, np.ones(50, dtype=bool))
     f = t["movie_factors"]
     cos = f @ f[7] / (np.linalg.norm(f, axis=1) * np.linalg.norm(f[7]))
     cos[7] = -np.inf
@@ -118,12 +118,12 @@ def test_filters_and_catalogue_alignment(tmp_path: Path) -> None:
     version = store.publish(t, manifest_for(t))
     # Movie 10 is missing from the database: never recommendable.
     rows = [(i, f"M{i}", 1990 + i, "Comedy|Drama" if i % 2 else "Drama") for i in range(1, 10)]
-    model = LoadedModel(store.load(version), Catalogue.from_rows(rows))
-    assert not model.in_catalogue[9] and model.in_catalogue[:9].all()
-    comedy = model.allowed_mask(genre="comedy")
+    catalogue = Catalogue.from_rows(rows).aligned_to(LoadedModel(store.load(version)).movie_ids)
+    assert not catalogue.in_catalogue[9] and catalogue.in_catalogue[:9].all()
+    comedy = catalogue.allowed_mask(genre="comedy")
     assert np.flatnonzero(comedy).tolist() == [0, 2, 4, 6, 8]
-    assert np.flatnonzero(model.allowed_mask(min_year=1997)).tolist() == [6, 7, 8]
-    assert not model.allowed_mask(genre="Western").any()
+    assert np.flatnonzero(catalogue.allowed_mask(min_year=1997)).tolist() == [6, 7, 8]
+    assert not catalogue.allowed_mask(genre="Western").any()
 
 
 def _nn_tensors(k: int = 4, hidden: int = 6, seed: int = 0, scale: float = 1.0) -> dict[str, np.ndarray]:
@@ -161,18 +161,6 @@ def test_nn_fold_in_fits_the_ratings_better_than_the_mean_user(tmp_path: Path) -
     before = model.predict(np.repeat(model.baseline_user().vec[None], 12, 0), np.zeros(12), rows)
     after = model.predict(np.repeat(solved.vec[None], 12, 0), np.zeros(12), rows)
     assert np.abs(after - ratings).mean() < 0.5 * np.abs(before - ratings).mean()
-
-
-def test_report_file_names_are_checked(tmp_path: Path) -> None:
-    t = random_dot_tensors(range(1, 3), range(1, 4))
-    store = ModelStore(tmp_path / "models")
-    version = store.publish(t, manifest_for(t), extra_files=lambda d: (d / "loss.png").write_bytes(b"png"))
-    (tmp_path / "secret.png").write_bytes(b"secret")
-    model = LoadedModel(store.load(version))
-    assert model.report_files() == ["loss.png"]
-    assert model.report_file("loss.png") is not None
-    for bad in ("../secret.png", "..", "manifest.json", "model.safetensors", ".hidden.png", "a/b.png"):
-        assert model.report_file(bad) is None
 
 
 def test_nn_ranking_adds_the_rank_bias_when_the_version_has_one(tmp_path: Path) -> None:

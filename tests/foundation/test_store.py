@@ -162,3 +162,58 @@ def test_list_reports_damaged_manifest_instead_of_hiding_it(tmp_path: Path) -> N
     rows = store.list()
     assert [r["version"] for r in rows] == [1, 2]
     assert "error" in rows[0] and rows[1]["current"]
+
+
+def test_report_file_names_are_checked(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    tensors, manifest = make_model()
+    version = store.publish(tensors, manifest, extra_files=lambda d: (d / "loss.png").write_bytes(b"png"))
+    (tmp_path / "secret.png").write_bytes(b"secret")
+    assert store.report_files(version) == ["loss.png"]
+    assert store.report_file(version, "loss.png") is not None
+    for bad in ("../secret.png", "..", "manifest.json", "model.safetensors", ".hidden.png", "a/b.png"):
+        assert store.report_file(version, bad) is None
+    (store.version_path(version) / "link.png").symlink_to(tmp_path / "secret.png")
+    assert store.report_files(version) == ["loss.png"] and store.report_file(version, "link.png") is None
+    assert store.report_files(99) == [] and store.report_file(99, "loss.png") is None
+
+
+def test_load_normalises_older_manifests(tmp_path: Path) -> None:
+    """Versions written by older trainers load with the current keys: readers see one form."""
+    store = ModelStore(tmp_path)
+    tensors, manifest = make_model()
+    version = store.publish(tensors, {**manifest, "data": {"max_rated_at": 7}, "rating_scale": {"min": 1, "max": 5}})
+    artifact = store.load(version)
+    assert artifact.manifest["data_snapshot"] == {"max_rated_at": 7}
+    assert artifact.manifest["rating_scale"] == [1.0, 5.0]
+    # dot without rank_bias ranks by the movie bias (store.py's definition)
+    np.testing.assert_array_equal(artifact.tensors["rank_bias"], tensors["movie_bias"])
+    # what is on disk is left as written
+    on_disk = store.read_manifest(version)
+    assert "data_snapshot" not in on_disk and on_disk["rating_scale"] == {"min": 1, "max": 5}
+
+    current = store.publish(tensors, {**manifest, "data": {"max_rated_at": 1}, "data_snapshot": {"max_rated_at": 2}})
+    assert store.load(current).manifest["data_snapshot"] == {"max_rated_at": 2}
+    assert store.load(current).manifest["rating_scale"] == [0.5, 5.0]
+    unreadable = store.load(store.publish(tensors, {**manifest, "rating_scale": "stars"})).manifest
+    assert unreadable["rating_scale"] is None and unreadable["data_snapshot"] is None
+
+
+def test_load_refuses_a_non_numeric_rating_scale(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    tensors, manifest = make_model()
+    version = store.publish(tensors, {**manifest, "rating_scale": {"min": "low", "max": 5}})
+    with pytest.raises(CorruptModelError, match="rating_scale"):
+        store.load(version)
+
+
+def test_nn_version_without_rank_bias_loads_with_zero_rank_bias(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    tensors, manifest = make_model(k=2)
+    tensors["mlp.0.weight"] = np.ones((3, 4), dtype=np.float32)
+    tensors["mlp.0.bias"] = np.zeros(3, dtype=np.float32)
+    tensors["mlp.1.weight"] = np.ones((1, 3), dtype=np.float32)
+    tensors["mlp.1.bias"] = np.zeros(1, dtype=np.float32)
+    artifact = store.load(store.publish(tensors, {**manifest, "kind": "nn"}))
+    np.testing.assert_array_equal(artifact.tensors["rank_bias"], np.zeros(7, dtype=np.float32))
+    assert not artifact.tensors["rank_bias"].flags.writeable

@@ -248,7 +248,7 @@ def test_trainer_manifest_data_snapshot_reaches_the_api(tmp_path: Path) -> None:
     """The API folds in users who rated after training from ``snapshot_max_rated_at``; the trainer
     must record the snapshot under the key the API reads, or nobody is ever treated as stale."""
     pytest.importorskip("torch")
-    from app.serving import LoadedModel
+    from app.scoring import LoadedModel
     from trainer.data import load_files
     from trainer.fit import defaults_for
     from trainer.pipeline import train_and_publish

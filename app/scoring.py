@@ -1,24 +1,27 @@
 """Numpy scoring of one model version: ratings, rankings, similar movies and fold-in.
 
-Everything here follows the semantics defined in :mod:`movierec.store` (``dot`` and ``nn``
-models). A :class:`LoadedModel` is built once per version (maps, normalised factors and movie
-metadata precomputed) and is then read-only, so any number of request threads can share it and
-a reload only swaps one reference. Nothing here imports torch or the trainer.
+Everything here follows the semantics defined in :mod:`movierec.model_format` (``dot`` and
+``nn`` models). A :class:`LoadedModel` is built once per version (maps, normalised factors and the
+fold-in prior precomputed) and is then read-only, so any number of request threads can share it
+and a reload only swaps one reference. It knows model rows, not movies: titles, genres and which
+rows may be shown come from :mod:`app.catalogue`, and a recommendation is put together in
+:mod:`app.recommendation`. Nothing here imports torch or the trainer.
+
+The interface the rest of the app uses: ``user_row``/``movie_row(s)`` (id -> row),
+``trained_user``/``baseline_user``/``fold_in`` (a user's vector), ``predict``/``predict_one``
+(ratings), ``top_for_user`` and ``similar`` (the n best rows among the allowed ones). An index
+that answers the last two approximately would slot in behind them.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from movierec.store import ModelArtifact
-
-from .schemas import wanted_genres
+from movierec.model_format import ModelArtifact
 
 #: The rating scale every answer is clipped to (MovieLens stars).
 RATING_MIN = 0.5
@@ -35,34 +38,7 @@ _LOGIT_EPS = 1e-3
 #: ``foldin_noise_var`` overrides it.
 DEFAULT_FOLDIN_NOISE_VAR = 1.0
 
-_PNG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.png$")
-
 Source = Literal["model", "fold_in", "baseline"]
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    """Movie metadata from the database, sorted by id (what the model rows are aligned with)."""
-
-    ids: np.ndarray  # (c,) int64, strictly increasing
-    titles: Sequence[str]
-    years: Sequence[int | None]
-    genres: Sequence[str]  # pipe-separated, as stored
-
-    @classmethod
-    def from_rows(cls, rows: Sequence[tuple[int, str, int | None, str | None]]) -> Catalogue:
-        """Build from ``(id, title, year, genres)`` rows in any order."""
-        ordered = sorted(rows, key=lambda row: row[0])
-        return cls(
-            ids=np.fromiter((r[0] for r in ordered), dtype=np.int64, count=len(ordered)),
-            titles=[r[1] for r in ordered],
-            years=[r[2] for r in ordered],
-            genres=[r[3] or "" for r in ordered],
-        )
-
-    @classmethod
-    def empty(cls) -> Catalogue:
-        return cls(ids=np.zeros(0, dtype=np.int64), titles=[], years=[], genres=[])
 
 
 @dataclass(frozen=True)
@@ -79,12 +55,7 @@ class UserVector:
         return self.source != "baseline"
 
 
-def split_genres(genres: str) -> list[str]:
-    """``"Comedy|Drama"`` -> ``["Comedy", "Drama"]`` (empty parts dropped)."""
-    return [g for g in genres.split("|") if g]
-
-
-def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def lookup_rows(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row of each id in ``sorted_ids`` and whether it was found (rows of misses are 0)."""
     ids = np.asarray(ids, dtype=np.int64)
     if sorted_ids.size == 0:
@@ -96,19 +67,16 @@ def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _lookup_one(sorted_ids: np.ndarray, value: int) -> int | None:
-    """Row of one id in ``sorted_ids``, or None (the scalar form of :func:`_lookup`, no temporary arrays)."""
+    """Row of one id in ``sorted_ids``, or None (the scalar form of :func:`lookup_rows`, no temporary arrays)."""
     i = int(sorted_ids.searchsorted(value))
     return i if i < sorted_ids.size and int(sorted_ids[i]) == value else None
 
 
-def _rating_scale(manifest: dict[str, Any]) -> tuple[float, float]:
-    """The clip range: the manifest's ``rating_scale`` intersected with 0.5..5."""
-    scale = manifest.get("rating_scale")
+def _clip_range(rating_scale: list[float] | None) -> tuple[float, float]:
+    """The clip range: the manifest's ``rating_scale`` (normalised by the store) intersected with 0.5..5."""
     lo, hi = RATING_MIN, RATING_MAX
-    if isinstance(scale, (list, tuple)) and len(scale) >= 2:
-        lo, hi = float(scale[0]), float(scale[1])
-    elif isinstance(scale, dict) and "min" in scale and "max" in scale:
-        lo, hi = float(scale["min"]), float(scale["max"])
+    if rating_scale is not None:
+        lo, hi = rating_scale
     lo, hi = max(lo, RATING_MIN), min(hi, RATING_MAX)
     if not lo < hi:
         lo, hi = RATING_MIN, RATING_MAX
@@ -128,10 +96,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 class LoadedModel:
     """A validated model version prepared for serving. Immutable after construction."""
 
-    def __init__(self, artifact: ModelArtifact, catalogue: Catalogue | None = None) -> None:
-        t, manifest = artifact.tensors, artifact.manifest
+    def __init__(self, artifact: ModelArtifact) -> None:
+        t, manifest = artifact.tensors, artifact.manifest  # normalised by the store's loader
         self.version: int = artifact.version
-        self.path = artifact.path
         self.manifest: dict[str, Any] = manifest
         self.kind: str = artifact.kind
         self.user_ids: np.ndarray = np.asarray(t["user_ids"], dtype=np.int64)
@@ -140,17 +107,13 @@ class LoadedModel:
         self.movie_factors: np.ndarray = np.asarray(t["movie_factors"], dtype=np.float32)
         self.user_bias: np.ndarray = np.asarray(t["user_bias"], dtype=np.float32)
         self.movie_bias: np.ndarray = np.asarray(t["movie_bias"], dtype=np.float32)
-        rank_bias = t.get("rank_bias")
-        # The movie term of the ranking score (store.py): rank_bias when present, else movie_bias.
-        self.rank_term: np.ndarray = np.asarray(rank_bias if rank_bias is not None else t["movie_bias"],
-                                                dtype=np.float32)
-        self._nn_rank_bias = None if rank_bias is None else self.rank_term
+        # The movie term of the ranking score (model_format.py; the loader supplies it for older versions).
+        self.rank_term: np.ndarray = np.asarray(t["rank_bias"], dtype=np.float32)
         self.k: int = int(self.user_factors.shape[1])
         self.global_bias: float = float(manifest["global_bias"])
         self.y_lo, self.y_hi = (float(v) for v in manifest["y_range"])
-        self.clip_lo, self.clip_hi = _rating_scale(manifest)
-        # The issue names the key "data_snapshot"; the trainer writes its snapshot under "data".
-        snapshot = manifest.get("data_snapshot") or manifest.get("data") or {}
+        self.clip_lo, self.clip_hi = _clip_range(manifest["rating_scale"])
+        snapshot = manifest["data_snapshot"] or {}
         max_rated_at = snapshot.get("max_rated_at") if isinstance(snapshot, dict) else None
         self.snapshot_max_rated_at: int | None = int(max_rated_at) if max_rated_at is not None else None
 
@@ -178,8 +141,7 @@ class LoadedModel:
         self.foldin_noise_var = self._positive(self.manifest.get("foldin_noise_var"), DEFAULT_FOLDIN_NOISE_VAR)
         self.prior_mean, self.prior_precision = self._user_prior()
 
-        self._attach_catalogue(catalogue or Catalogue.empty())
-        for array in (self.user_factors, self.movie_factors, self.movie_unit, self.rank_term, self.in_catalogue):
+        for array in (self.user_factors, self.movie_factors, self.movie_unit, self.rank_term):
             array.setflags(write=False)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -218,41 +180,15 @@ class LoadedModel:
         lam_b = DEFAULT_FOLDIN_NOISE_VAR / max(var_b, 1e-6)
         return float(np.clip(lam, 1e-3, 1e6)), float(np.clip(lam_b, 1e-3, 1e6))
 
-    def _attach_catalogue(self, catalogue: Catalogue) -> None:
-        """Align movie metadata with model rows; movies the database lacks are never recommended."""
-        m = len(self.movie_ids)
-        pos, found = _lookup(catalogue.ids, self.movie_ids)
-        self.in_catalogue: np.ndarray = found
-        titles: list[str | None] = [None] * m
-        years = np.full(m, np.nan)
-        genres: list[list[str]] = [[] for _ in range(m)]
-        genre_rows: dict[str, list[int]] = {}
-        for row in np.flatnonzero(found):
-            c = int(pos[row])
-            titles[row] = catalogue.titles[c]
-            year = catalogue.years[c]
-            if year is not None:
-                years[row] = year
-            genres[row] = split_genres(catalogue.genres[c])
-            for genre in genres[row]:
-                genre_rows.setdefault(genre.lower(), []).append(int(row))
-        self.titles, self.years, self.genres = titles, years, genres
-        self.genre_masks: dict[str, np.ndarray] = {}
-        for genre, rows in genre_rows.items():
-            mask = np.zeros(m, dtype=bool)
-            mask[rows] = True
-            mask.setflags(write=False)
-            self.genre_masks[genre] = mask
-
     # -- lookups ---------------------------------------------------------------------------------
 
     def user_rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Model rows of user ids and a found mask."""
-        return _lookup(self.user_ids, ids)
+        return lookup_rows(self.user_ids, ids)
 
     def movie_rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Model rows of movie ids and a found mask."""
-        return _lookup(self.movie_ids, ids)
+        return lookup_rows(self.movie_ids, ids)
 
     def user_row(self, user_id: int) -> int | None:
         return _lookup_one(self.user_ids, user_id)
@@ -315,25 +251,7 @@ class LoadedModel:
         if self.kind == "dot":
             return self.movie_factors @ user.vec + self.rank_term
         h1 = self._movie_h1 + (self._w1_user @ user.vec + self.layers[0][1])
-        # logit + rank_bias (store.py); nn versions without one rank by the logit alone
-        logit = self._nn_logit(h1).astype(np.float32)
-        return logit + self._nn_rank_bias if self._nn_rank_bias is not None else logit
-
-    def allowed_mask(self, genre: str | None = None, min_year: int | None = None) -> np.ndarray:
-        """Movies that may be shown: in the catalogue and matching the optional filters."""
-        mask = self.in_catalogue.copy()
-        wanted = wanted_genres(genre)
-        if wanted is not None:  # any of the wanted genres
-            genre_mask = np.zeros_like(mask)
-            for name in wanted:
-                rows = self.genre_masks.get(name)
-                if rows is not None:
-                    genre_mask |= rows
-            mask &= genre_mask
-        if min_year is not None:
-            with np.errstate(invalid="ignore"):
-                mask &= self.years >= min_year
-        return mask
+        return self._nn_logit(h1).astype(np.float32) + self.rank_term  # logit + rank_bias (model_format.py)
 
     def top_n(self, scores: np.ndarray, n: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the ``n`` best allowed scores, best first, with their scores.
@@ -351,24 +269,18 @@ class LoadedModel:
         order = part[np.argsort(-sub[part], kind="stable")]
         return candidates[order], sub[order]
 
-    def similar(self, row: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``n`` movies closest to ``row`` by cosine of the learned factors (itself excluded)."""
+    def top_for_user(self, user: UserVector, n: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` allowed rows ranked best for ``user``, best first, with their ranking scores."""
+        return self.top_n(self.rank_scores(user), n, allowed)
+
+    def similar(self, row: int, n: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` allowed rows closest to ``row`` by cosine of the learned factors (itself excluded).
+
+        ``allowed`` is a mask of rows that may be returned; it is modified (``row`` is cleared).
+        """
         scores = self.movie_unit @ self.movie_unit[row]
-        allowed = self.in_catalogue.copy()
         allowed[row] = False
         return self.top_n(scores, n, allowed)
-
-    def items(self, rows: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
-        """Response items for model rows."""
-        out = []
-        for row, score in zip(rows.tolist(), scores.tolist(), strict=True):
-            year = self.years[row]
-            out.append({
-                "movie_id": int(self.movie_ids[row]), "title": self.titles[row],
-                "year": None if math.isnan(year) else int(year), "genres": self.genres[row],
-                "score": float(score),
-            })
-        return out
 
     # -- fold-in ---------------------------------------------------------------------------------
 
@@ -432,25 +344,3 @@ class LoadedModel:
             m2 = 0.999 * m2 + 0.001 * grad_u**2
             u -= lr * (m1 / (1 - 0.9**t)) / (np.sqrt(m2 / (1 - 0.999**t)) + 1e-8)
         return u.astype(np.float32)
-
-    # -- files -----------------------------------------------------------------------------------
-
-    def report_files(self) -> list[str]:
-        """Names of the report PNGs in this version's directory."""
-        try:
-            return sorted(p.name for p in self.path.iterdir()
-                          if p.is_file() and not p.is_symlink() and _PNG_NAME.match(p.name))
-        except OSError:
-            return []
-
-    def report_file(self, name: str) -> Any:
-        """Path of report PNG ``name``, or None if the name is invalid or absent (no traversal)."""
-        if not _PNG_NAME.match(name):
-            return None
-        path = self.path / name
-        try:
-            if path.is_symlink() or not path.is_file() or path.resolve().parent != self.path.resolve():
-                return None
-        except OSError:
-            return None
-        return path

@@ -1,0 +1,149 @@
+"""The format of one model version: its tensors, its manifest, and what they mean. The one definition.
+
+A version is a ``model.safetensors`` file and a ``manifest.json`` (laid out on disk by
+:mod:`movierec.store`). The trainer writes it, the API scores with it; both follow this module.
+
+Tensors in ``model.safetensors`` (n users, m movies, k factors):
+
+=================  ==============  ==========================================================
+name               shape / dtype   meaning
+=================  ==============  ==========================================================
+``user_ids``       (n,) int64      MovieLens user id of each row, strictly increasing
+``movie_ids``      (m,) int64      MovieLens movie id of each row, strictly increasing
+``user_factors``   (n, k) float32  user embeddings
+``movie_factors``  (m, k) float32  movie embeddings
+``user_bias``      (n,) float32    user biases
+``movie_bias``     (m,) float32    movie biases
+``rank_bias``      (m,) float32    optional: movie term of the ranking score (see below)
+``mlp.N.weight``   (out, in)       ``nn`` models only: linear layer N (torch layout)
+``mlp.N.bias``     (out,)          ``nn`` models only
+=================  ==============  ==========================================================
+
+Semantics (``manifest["y_range"] = [lo, hi]``, ``manifest["global_bias"] = g``, sigmoid ``s``):
+
+* ``dot``: ``logit = u·m + b_u + b_m + g``; rating ``= lo + (hi - lo) * s(logit)``, clipped to the
+  rating scale. The ranking score of movie m for user u is ``u·m + rank_bias[m]`` when
+  ``rank_bias`` is present, else ``u·m + b_m`` (``b_u`` and ``g`` are the same for every movie).
+* ``nn``: ``x = concat(user_factors[u], movie_factors[m])``; every ``mlp.N`` layer but the last
+  is followed by ReLU; the last has one output, the logit; ``rating = lo + (hi - lo) * s(logit + g)``.
+  The ranking score is ``logit + rank_bias[m]`` when ``rank_bias`` is present, else the logit.
+
+Older versions: :meth:`movierec.store.ModelStore.load` normalises what it reads (:func:`normalize`),
+so readers see one set of keys. The data snapshot is ``manifest["data_snapshot"]`` (early trainers
+wrote it under ``data`` only); ``rating_scale`` is ``[lo, hi]`` (it was also written as
+``{"min": lo, "max": hi}``; ``None`` when neither form can be read); and ``rank_bias`` is always
+among the tensors (without one: the ``movie_bias`` for ``dot``, zeros for ``nn``, which is the
+ranking score defined above).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MODEL_KINDS = ("dot", "nn")
+REQUIRED_TENSORS = ("user_ids", "movie_ids", "user_factors", "movie_factors", "user_bias", "movie_bias")
+REQUIRED_MANIFEST_KEYS = ("format_version", "version", "kind", "factors", "y_range", "rating_scale", "global_bias",
+                          "counts", "weights_sha256")
+
+
+class StoreError(RuntimeError):
+    """The model store or a version in it is unusable; the message says why."""
+
+
+class CorruptModelError(StoreError):
+    """A version exists but fails validation (truncated, mismatched, non-finite, not our format)."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A validated model version: its manifest and its tensors (read-only numpy arrays), normalised
+    (see :func:`normalize`)."""
+
+    version: int
+    path: Path
+    manifest: dict[str, Any]
+    tensors: dict[str, np.ndarray]
+
+    @property
+    def kind(self) -> str:
+        """``dot`` or ``nn``."""
+        return str(self.manifest["kind"])
+
+
+def _rating_scale(value: object) -> list[float] | None:
+    """``[lo, hi]`` from either stored form of ``rating_scale``; None when neither applies."""
+    try:
+        if isinstance(value, (list, tuple)) and len(value) >= 2:
+            return [float(value[0]), float(value[1])]
+        if isinstance(value, dict) and "min" in value and "max" in value:
+            return [float(value["min"]), float(value["max"])]
+    except (TypeError, ValueError) as exc:
+        raise CorruptModelError(f"rating_scale {value!r} is not numeric") from exc
+    return None
+
+
+def normalize(manifest: Mapping[str, Any],
+              tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A validated version as every reader sees it: the older keys and forms mapped onto the current ones.
+
+    Applied once by :meth:`movierec.store.ModelStore.load` (see the module docstring for what changes); the
+    files themselves are left as they were written.
+    """
+    manifest = dict(manifest)
+    manifest["data_snapshot"] = manifest.get("data_snapshot") or manifest.get("data")
+    manifest["rating_scale"] = _rating_scale(manifest.get("rating_scale"))
+    tensors = dict(tensors)
+    if "rank_bias" not in tensors:
+        if manifest["kind"] == "dot":
+            tensors["rank_bias"] = tensors["movie_bias"]
+        else:
+            rank_bias = np.zeros(len(tensors["movie_ids"]), dtype=np.float32)
+            rank_bias.setflags(write=False)
+            tensors["rank_bias"] = rank_bias
+    return manifest, tensors
+
+
+def validate(manifest: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> None:
+    """Check that a manifest and its tensors form a usable model; raise CorruptModelError if not."""
+    missing = [key for key in REQUIRED_MANIFEST_KEYS if key not in manifest]
+    if missing:
+        raise CorruptModelError(f"manifest lacks {', '.join(missing)}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise CorruptModelError(f"format_version {manifest['format_version']!r} is not {FORMAT_VERSION}")
+    if manifest["kind"] not in MODEL_KINDS:
+        raise CorruptModelError(f"unknown model kind {manifest['kind']!r}")
+    absent = [name for name in REQUIRED_TENSORS if name not in tensors]
+    if absent:
+        raise CorruptModelError(f"weights lack tensors {', '.join(absent)}")
+    user_ids, movie_ids = tensors["user_ids"], tensors["movie_ids"]
+    n, m, k = len(user_ids), len(movie_ids), int(manifest["factors"])
+    expected = {
+        "user_ids": (n,), "movie_ids": (m,), "user_factors": (n, k), "movie_factors": (m, k),
+        "user_bias": (n,), "movie_bias": (m,),
+    }
+    if "rank_bias" in tensors:
+        expected["rank_bias"] = (m,)
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise CorruptModelError(f"tensor {name} has shape {tuple(tensors[name].shape)}, manifest says {shape}")
+    counts = manifest["counts"]
+    if counts.get("users") != n or counts.get("movies") != m:
+        raise CorruptModelError(f"manifest counts {counts} do not match tensors ({n} users, {m} movies)")
+    for name in ("user_ids", "movie_ids"):
+        ids = tensors[name]
+        if ids.dtype != np.int64 or (len(ids) > 1 and not np.all(np.diff(ids) > 0)):
+            raise CorruptModelError(f"{name} must be strictly increasing int64")
+    for name, array in tensors.items():
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise CorruptModelError(f"tensor {name} holds NaN or infinity")
+    lo, hi = manifest["y_range"]
+    if not lo < hi:
+        raise CorruptModelError(f"y_range {manifest['y_range']} is empty")
+    if manifest["kind"] == "nn" and not any(key.startswith("mlp.") for key in tensors):
+        raise CorruptModelError("nn model without mlp layers")
