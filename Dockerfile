@@ -1,24 +1,29 @@
-# syntax=docker/dockerfile:1
+# Two images from one file, both running as a non-root user with the configuration in MOVIEREC_*
+# environment variables at run time (no secrets, no CA files baked in):
 #
-# One image for every movierec program: the API (default command), the trainer, migrations and the
-# data import are the same image with a different command (see docker-compose.yml).
+#   api      (the default target) movierec without the `train` extra: the API, migrations, the
+#            data import and the model-store commands; default command `movierec serve`.
+#   trainer  the same plus the `train` extra (CPU-only torch, numba, matplotlib); default command
+#            `movierec train`. docker-compose.yml's trainer services use it.
 #
-#   docker build -t movierec:local .
-#   docker run --rm -p 8000:8000 movierec:local                 # API on :8000
-#   docker run --rm movierec:local movierec train               # trainer
+#   docker build -t movierec:local .                              # the API image
+#   docker build --target trainer -t movierec-trainer:local .     # the trainer image
+#   docker run --rm -p 8000:8000 movierec:local
 #
-# torch comes from PyTorch's CPU wheel index, installed before movierec so pip never resolves the
-# CUDA build from PyPI; the build fails if a CUDA torch slipped in. No secrets are baked in: all
-# configuration is MOVIEREC_* environment variables at run time.
+# Base images: PYTHON_IMAGE (default python:3.11-slim). Where Docker Hub is out of reach,
+# scripts/docker/build-base-images.sh builds a stand-in from Debian's packages.
+#
+# Packages: from PyPI (torch from TORCH_INDEX_URL, PyTorch's CPU index, so pip never resolves the
+# CUDA build), or, when docker/wheelhouse/ holds wheels (scripts/docker/wheelhouse.sh), from there
+# alone with no network at all.
+#
+# No `# syntax=` line: the Dockerfile frontend built into the engine (classic builder or BuildKit)
+# is enough, and fetching another one from Docker Hub would fail offline.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- build: a virtual environment in /opt/venv holding torch (CPU), the dependencies and movierec ---
+# --- build: shared by both virtual environments: pip settings, the wheelhouse, the requirements ---
 FROM ${PYTHON_IMAGE} AS build
-
-# Must match the torch pin in pyproject.toml (tests/deploy checks that they agree).
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -26,19 +31,32 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /src
 
-# 1. CPU-only torch, alone in its layer: the biggest download, rebuilt only when TORCH_VERSION changes.
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
- && /opt/venv/bin/python -c "import sys, torch; sys.exit(f'CUDA torch {torch.__version__} in a CPU image' if torch.version.cuda else 0)"
+# docker/wheelhouse/ holds only its README unless scripts/docker/wheelhouse.sh filled it. With
+# wheels in it, a pip.conf of this build stage (never of an image that ships) makes every pip call
+# below, the wheel's isolated build included, install from it alone.
+COPY docker/wheelhouse/ /wheelhouse/
+RUN if ls /wheelhouse/*.whl >/dev/null 2>&1; then \
+        printf '[global]\nno-index = true\nfind-links = /wheelhouse\n' > /etc/pip.conf; \
+        echo "installing from the wheelhouse ($(ls /wheelhouse/*.whl | wc -l) wheels), no index"; \
+    fi
 
-# 2. The other runtime dependencies, read from pyproject.toml alone so this layer survives code edits.
-#    torch is already installed and satisfies the `torch==` pin, so pip leaves it alone.
+# The requirements, read from pyproject.toml alone so these layers survive code edits: the core's
+# and the API's, and the `train` extra's without torch (installed first, on its own).
 COPY pyproject.toml ./
-RUN /opt/venv/bin/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > /tmp/requirements.txt \
- && /opt/venv/bin/pip install --requirement /tmp/requirements.txt
+RUN python -c "import re, tomllib; \
+p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+open('/tmp/requirements-api.txt', 'w').write('\n'.join(p['dependencies']) + '\n'); \
+train = [r for r in p['optional-dependencies']['train'] if not re.match(r'torch\s*==', r)]; \
+open('/tmp/requirements-train.txt', 'w').write('\n'.join(train) + '\n')"
 
-# 3. The movierec wheel, built from exactly what pyproject.toml packages, then installed without
-#    touching the dependencies; `pip check` fails the build if anything is missing or mismatched.
+# --- venv-api: /opt/venv with movierec and its core dependencies; the movierec wheel in /wheels ---
+FROM build AS venv-api
+
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --requirement /tmp/requirements-api.txt
+
+# The movierec wheel, built from exactly what pyproject.toml packages, then installed without
+# touching the dependencies; `pip check` fails the build if anything is missing or mismatched.
 COPY README.md ./
 COPY movierec/ movierec/
 COPY app/ app/
@@ -47,33 +65,48 @@ COPY migrations/ migrations/
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --no-deps /wheels/movierec-*.whl \
  && /opt/venv/bin/pip check \
- && /opt/venv/bin/python -c "import sys, torch; sys.exit(f'CUDA torch {torch.__version__} in a CPU image' if torch.version.cuda else 0)" \
- && /opt/venv/bin/movierec --help > /dev/null
+ && /opt/venv/bin/movierec --help > /dev/null \
+ && /opt/venv/bin/python -c "import importlib.util as u, sys; sys.exit('torch in the API image' if u.find_spec('torch') else 0)"
 
-# --- runtime: python:3.11-slim, the venv, a non-root user ---
+# MovieLens 100K for containers without internet: recbole's wheel, when the wheelhouse has it,
+# is what `movierec data fetch ml-100k` reads with MOVIEREC_PYPI_INDEX_URL=file:///opt/movierec/wheelhouse.
+RUN mkdir -p /opt/movierec/wheelhouse \
+ && { cp /wheelhouse/recbole-*.whl /opt/movierec/wheelhouse/ 2>/dev/null || true; }
+
+# --- venv-train: the same plus the `train` extra, CPU-only torch first ---
+FROM build AS venv-train
+
+# Must match the torch pin in pyproject.toml (tests/deploy checks that they agree).
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+# 1. CPU-only torch, alone in its layer: the biggest download, rebuilt only when TORCH_VERSION changes.
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
+ && /opt/venv/bin/python -c "import sys, torch; sys.exit(f'CUDA torch {torch.__version__} in a CPU image' if torch.version.cuda else 0)"
+
+# 2. The other dependencies; torch is installed and satisfies its pin, so pip leaves it alone.
+RUN /opt/venv/bin/pip install --requirement /tmp/requirements-api.txt --requirement /tmp/requirements-train.txt
+
+# 3. The wheel the API stage built, and the checks.
+COPY --from=venv-api /wheels /wheels
+RUN /opt/venv/bin/pip install --no-deps /wheels/movierec-*.whl \
+ && /opt/venv/bin/pip check \
+ && /opt/venv/bin/python -c "import sys, torch; sys.exit(f'CUDA torch {torch.__version__} in a CPU image' if torch.version.cuda else 0)" \
+ && /opt/venv/bin/movierec train --help > /dev/null
+
+# --- runtime: what both images share: a non-root user and its directories ---
 FROM ${PYTHON_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="movierec" \
-      org.opencontainers.image.description="Movie recommendations: FastAPI service and torch trainer (CPU)" \
       org.opencontainers.image.licenses="MIT"
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MOVIEREC_MODEL_STORE=/var/lib/movierec/models \
-    MOVIEREC_DATA_DIR=/var/lib/movierec/data \
-    NUMBA_CACHE_DIR=/var/lib/movierec/.cache/numba
+    MOVIEREC_DATA_DIR=/var/lib/movierec/data
 
-# libgomp1: numba's OpenMP threading layer, which the trainer's kernels run on; without it numba
-# falls back to its own thread pool, measured 40 % slower at 2 threads (5M ratings: 1.58M against
-# 2.61M ratings/s). Not pinned: the base image's Debian release fixes the version.
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends libgomp1 \
- && rm -rf /var/lib/apt/lists/*
-
-# NUMBA_CACHE_DIR: the trainer's compiled kernels are cached where the runtime user can write
-# (the venv is root's), so only a container's first training compiles them.
 # The model store and data directories exist in the image owned by the runtime user, so a fresh
 # named volume mounted there starts with that ownership (Docker copies it into the new volume).
 RUN groupadd --system --gid 10001 movierec \
@@ -82,10 +115,42 @@ RUN groupadd --system --gid 10001 movierec \
  && mkdir -p /var/lib/movierec/models /var/lib/movierec/data \
  && chown -R movierec:movierec /var/lib/movierec
 
-COPY --from=build /opt/venv /opt/venv
+WORKDIR /var/lib/movierec
+
+# --- trainer: `movierec train` (CPU torch, numba's kernels) ---
+FROM runtime AS trainer
+
+LABEL org.opencontainers.image.description="movierec trainer: movierec with the train extra (CPU torch)"
+
+# NUMBA_CACHE_DIR: the trainer's compiled kernels are cached where the runtime user can write
+# (the venv is root's), so only a container's first training compiles them.
+ENV NUMBA_CACHE_DIR=/var/lib/movierec/.cache/numba
+
+# libgomp1: numba's OpenMP threading layer, which the trainer's kernels run on; without it numba
+# falls back to its own thread pool, measured 40 % slower at 2 threads (5M ratings: 1.58M against
+# 2.61M ratings/s). Installed only when the base image lacks it (the stand-in base has it, so an
+# offline build needs no package mirror). Not pinned: the base image's Debian release fixes it.
+# hadolint ignore=DL3008
+RUN if ! dpkg-query --show --showformat='${Status}' libgomp1 2>/dev/null | grep -q "ok installed"; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends libgomp1 \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+
+COPY --from=venv-train /opt/venv /opt/venv
 
 USER 10001:10001
-WORKDIR /var/lib/movierec
+CMD ["movierec", "train"]
+
+# --- api (the default target): `movierec serve`, no training packages ---
+FROM runtime AS api
+
+LABEL org.opencontainers.image.description="movierec: the FastAPI service and the data and model commands"
+
+COPY --from=venv-api /opt/venv /opt/venv
+COPY --from=venv-api /opt/movierec/wheelhouse /opt/movierec/wheelhouse
+
+USER 10001:10001
 EXPOSE 8000
 
 # /health answers 200 while the process is alive (readiness is /ready). No curl in the slim image:

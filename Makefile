@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[train,test]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -54,7 +54,7 @@ BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum < pyproject.toml | cut -d'
 BENCH_ARGS ?=
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[test,bench]"
+	$(PY) -m pip install --quiet -e ".[train,test,bench]"
 	rm -f $(VENV)/.bench-installed-*
 	touch $@
 
