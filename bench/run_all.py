@@ -4,8 +4,8 @@ usage: python -m bench.run_all [--quick] [--parts accuracy speed serving] [--ski
 
 Prints each part's table as it finishes, then writes ``bench/results/summary.md`` (all tables, with
 each part's wall-clock time) and copies it between the markers
-``<!-- bench:results:start -->`` / ``<!-- bench:results:end -->`` of ``docs/bench.md`` and of
-``README.md`` when that file has them, so the figures there are the ones this run printed.
+``<!-- bench:results:start -->`` / ``<!-- bench:results:end -->`` of ``docs/benchmarks.md``, so the
+figures there are the ones this run printed.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from bench import common as C
 
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 PARTS = ("accuracy", "speed", "serving")
+DOC = C.ROOT / "docs" / "benchmarks.md"
 
 
 def splice(path: Path, block: str) -> bool:
@@ -85,10 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     summary = "\n\n".join(sections)
     C.write_result(f"summary{suffix}.md", "# Benchmark results\n\n" + summary)
     if not args.quick:
-        for target in (C.ROOT / "docs" / "bench.md", C.ROOT / "README.md"):
-            body = summary if target.parent.name == "docs" else summary.replace("../bench/results/", "bench/results/")
-            if splice(target, body):
-                print(f"updated the results block of {target.relative_to(C.ROOT)}")
+        if splice(DOC, summary):  # its images are linked as ../bench/results/, relative to docs/
+            print(f"updated the results block of {DOC.relative_to(C.ROOT)}")
+        else:
+            print(f"warning: {DOC.relative_to(C.ROOT)} has no {START} ... {END} block; not updated")
     print(f"\nwrote bench/results/summary{suffix}.md; total {total:.0f} s" + (f"; FAILED: {failed}" if failed else ""))
     if failed:
         sys.exit(1)

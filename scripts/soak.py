@@ -8,7 +8,7 @@ what held. Failed tests are listed under the table. Exit status: pytest's.
 
     python scripts/soak.py                      # the soak (tens of minutes on 2 cores)
     python scripts/soak.py --ci                 # CI-sized counts (a few minutes), same table
-    python scripts/soak.py --update-docs        # also rewrite the table in README.md
+    python scripts/soak.py --update-docs        # also rewrite the table in docs/reliability.md
     python scripts/soak.py -- -k db_outage      # pass arguments to pytest
 
 Any single count can be set with ``MOVIEREC_REL_<NAME>=<n>`` (see tests/reliability/harness.py).
@@ -28,7 +28,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "README.md"
+DOC = ROOT / "docs" / "reliability.md"
 START, END = "<!-- soak-table:start -->", "<!-- soak-table:end -->"
 
 

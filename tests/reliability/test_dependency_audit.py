@@ -1,7 +1,7 @@
 """Dependency audit: pip-audit over the installed environment (the project's own package skipped).
 
 Tries the PyPI JSON vulnerability service, then OSV. A known vulnerability fails the test unless it
-is listed in ``ACCEPTED`` with the reason (mirrored in the README). Where neither service
+is listed in ``ACCEPTED`` with the reason (mirrored in docs/reliability.md). Where neither service
 is reachable -- every package comes back "could not be audited", or the service host does not
 resolve -- the test is *skipped* with that reason: an audit that checked nothing must not pass.
 """
@@ -16,7 +16,7 @@ import pytest
 
 from .harness import record
 
-#: Vulnerability id -> why it does not apply or cannot be fixed yet. Keep the README in step.
+#: Vulnerability id -> why it does not apply or cannot be fixed yet. Keep docs/reliability.md in step.
 ACCEPTED: dict[str, str] = {}
 SERVICES = ("pypi", "osv")
 
@@ -79,7 +79,7 @@ def test_no_known_vulnerabilities_in_installed_dependencies() -> None:
             reasons.append(f"{service}: none of {len(deps)} packages could be audited (e.g. {sample})")
             continue
         found, open_ = findings(report)
-        assert not open_, "known vulnerabilities (upgrade, or explain in ACCEPTED and the README):\n" + \
+        assert not open_, "known vulnerabilities (upgrade, or explain in ACCEPTED and docs/reliability.md):\n" + \
             "\n".join(open_)
         skipped = len(deps) - len(audited)
         record("dependency audit", f"pip-audit --vulnerability-service {service}", len(audited),
