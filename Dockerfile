@@ -35,9 +35,10 @@ WORKDIR /src
 # wheels in it, a pip.conf of this build stage (never of an image that ships) makes every pip call
 # below, the wheel's isolated build included, install from it alone.
 COPY docker/wheelhouse/ /wheelhouse/
-RUN if ls /wheelhouse/*.whl >/dev/null 2>&1; then \
+RUN set -- /wheelhouse/*.whl; \
+    if [ -e "$1" ]; then \
         printf '[global]\nno-index = true\nfind-links = /wheelhouse\n' > /etc/pip.conf; \
-        echo "installing from the wheelhouse ($(ls /wheelhouse/*.whl | wc -l) wheels), no index"; \
+        echo "installing from the wheelhouse ($# wheels), no index"; \
     fi
 
 # The requirements, read from pyproject.toml alone so these layers survive code edits: the core's
@@ -85,6 +86,13 @@ RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
  && /opt/venv/bin/python -c "import sys, torch; sys.exit(f'CUDA torch {torch.__version__} in a CPU image' if torch.version.cuda else 0)"
 
+# What the wheel ships for building C++ extensions and testing torch itself, which training never
+# runs: C++ headers (torch/include), C++ test binaries (torch/test, torch/bin/test_* and *Test) and
+# protoc. 190 MB of a 1.5 GB image.
+RUN torch="$(/opt/venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" \
+ && rm -rf "$torch/include" "$torch/test" "$torch"/bin/protoc* "$torch"/bin/test_* "$torch"/bin/*Test \
+ && /opt/venv/bin/python -c "import torch; torch.ones(2) @ torch.ones(2)"
+
 # 2. The other dependencies; torch is installed and satisfies its pin, so pip leaves it alone.
 RUN /opt/venv/bin/pip install --requirement /tmp/requirements-api.txt --requirement /tmp/requirements-train.txt
 
@@ -131,7 +139,7 @@ ENV NUMBA_CACHE_DIR=/var/lib/movierec/.cache/numba
 # 2.61M ratings/s). Installed only when the base image lacks it (the stand-in base has it, so an
 # offline build needs no package mirror). Not pinned: the base image's Debian release fixes it.
 # hadolint ignore=DL3008
-RUN if ! dpkg-query --show --showformat='${Status}' libgomp1 2>/dev/null | grep -q "ok installed"; then \
+RUN if [ "$(dpkg-query --show --showformat='${db:Status-Status}' libgomp1 2>/dev/null)" != installed ]; then \
         apt-get update \
         && apt-get install -y --no-install-recommends libgomp1 \
         && rm -rf /var/lib/apt/lists/*; \

@@ -13,6 +13,8 @@ RUN apt-get update \
 
 # HAProxy's graceful stop (the official image's STOPSIGNAL).
 STOPSIGNAL SIGUSR1
+# By name: its id differs between the official image (99) and Debian's package.
+# hadolint ignore=DL3066
 USER haproxy
 WORKDIR /var/lib/haproxy
 CMD ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
