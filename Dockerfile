@@ -22,7 +22,20 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- build: shared by both virtual environments: pip settings, the wheelhouse, the requirements ---
+# --- requirements: pyproject.toml -> the requirement lists; later stages copy the lists, so an
+#     edit elsewhere in pyproject.toml (a tool's settings) rebuilds no virtual environment ---
+FROM ${PYTHON_IMAGE} AS requirements
+
+WORKDIR /src
+COPY pyproject.toml ./
+# The core's and the API's, and the `train` extra's without torch (installed first, on its own).
+RUN mkdir /requirements && python -c "import re, tomllib; \
+p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+open('/requirements/api.txt', 'w').write('\n'.join(p['dependencies']) + '\n'); \
+train = [r for r in p['optional-dependencies']['train'] if not re.match(r'torch\s*==', r)]; \
+open('/requirements/train.txt', 'w').write('\n'.join(train) + '\n')"
+
+# --- build: what both virtual environments start from: pip settings and the wheelhouse ---
 FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -41,24 +54,16 @@ RUN set -- /wheelhouse/*.whl; \
         echo "installing from the wheelhouse ($# wheels), no index"; \
     fi
 
-# The requirements, read from pyproject.toml alone so these layers survive code edits: the core's
-# and the API's, and the `train` extra's without torch (installed first, on its own).
-COPY pyproject.toml ./
-RUN python -c "import re, tomllib; \
-p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-open('/tmp/requirements-api.txt', 'w').write('\n'.join(p['dependencies']) + '\n'); \
-train = [r for r in p['optional-dependencies']['train'] if not re.match(r'torch\s*==', r)]; \
-open('/tmp/requirements-train.txt', 'w').write('\n'.join(train) + '\n')"
-
 # --- venv-api: /opt/venv with movierec and its core dependencies; the movierec wheel in /wheels ---
 FROM build AS venv-api
 
+COPY --from=requirements /requirements/ /requirements/
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --requirement /tmp/requirements-api.txt
+ && /opt/venv/bin/pip install --requirement /requirements/api.txt
 
 # The movierec wheel, built from exactly what pyproject.toml packages, then installed without
 # touching the dependencies; `pip check` fails the build if anything is missing or mismatched.
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY movierec/ movierec/
 COPY app/ app/
 COPY trainer/ trainer/
@@ -94,7 +99,8 @@ RUN torch="$(/opt/venv/bin/python -c 'import os, torch; print(os.path.dirname(to
  && /opt/venv/bin/python -c "import torch; torch.ones(2) @ torch.ones(2)"
 
 # 2. The other dependencies; torch is installed and satisfies its pin, so pip leaves it alone.
-RUN /opt/venv/bin/pip install --requirement /tmp/requirements-api.txt --requirement /tmp/requirements-train.txt
+COPY --from=requirements /requirements/ /requirements/
+RUN /opt/venv/bin/pip install --requirement /requirements/api.txt --requirement /requirements/train.txt
 
 # 3. The wheel the API stage built, and the checks.
 COPY --from=venv-api /wheels /wheels

@@ -261,7 +261,7 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path = Path(".")
     log_path: Path = Path("/dev/null")
-    replaced: bool = False  # the PostgreSQL service, played by the local server
+    replaced: bool = False  # the PostgreSQL service (the local server) or the proxy (a direct port)
     proc: subprocess.Popen[bytes] | None = None
     state: str = "pending"  # pending, running, healthy, exited
     exit_code: int | None = None
@@ -352,8 +352,16 @@ class Stack:
         self.http_service: Service | None = None
         self.base_url = ""
         self.replaced_hosts = {s.name for s in self.services.values() if self._is_postgres(s)}
+        self.proxies = {s.name for s in self.services.values() if self._is_proxy(s)}
         for svc in self.services.values():
             self._prepare(svc)
+        for name in self.proxies:
+            self._publish_through(self.services[name])
+
+    @staticmethod
+    def _is_proxy(svc: Service) -> bool:
+        """The load-balancing proxy (built FROM ${PROXY_IMAGE}): played by a direct port to its upstream."""
+        return "PROXY_IMAGE" in ((svc.config.get("build") or {}).get("args") or {})
 
     @staticmethod
     def _is_postgres(svc: Service) -> bool:
@@ -400,7 +408,7 @@ class Stack:
         return text
 
     def _prepare(self, svc: Service) -> None:
-        if svc.name in self.replaced_hosts:
+        if svc.name in self.replaced_hosts or svc.name in self.proxies:
             svc.replaced = True
             return
         cfg = svc.config
@@ -430,13 +438,26 @@ class Stack:
         if cfg.get("ports"):
             self._publish(svc)
 
-    def _publish(self, svc: Service) -> None:
-        ports = svc.config["ports"]
-        if len(ports) != 1:
-            raise SmokeError(f"service {svc.name}: the smoke run maps exactly one published port, found {ports}")
+    def _publish_through(self, proxy: Service) -> None:
+        """The proxy's published port goes straight to the one service it forwards to (one replica)."""
+        upstream = list(proxy.depends_on())
+        if len(upstream) != 1 or upstream[0] not in self.services:
+            raise SmokeError(f"proxy {proxy.name} must depend on exactly the service it forwards to, not {upstream}")
+        svc = self.services[upstream[0]]
+        argv = svc.compose_argv
+        if "--port" not in argv[:-1]:
+            raise SmokeError(f"service {svc.name}: no `--port` in its command {argv}")
+        self._publish(svc, int(argv[argv.index("--port") + 1]))
+
+    def _publish(self, svc: Service, target: int | None = None) -> None:
+        if target is None:
+            ports = svc.config["ports"]
+            if len(ports) != 1:
+                raise SmokeError(f"service {svc.name}: the smoke run maps exactly one published port, found {ports}")
+            target = int(ports[0]["target"])
         if self.http_service is not None:
             raise SmokeError("more than one service publishes a port")
-        target, host_port = int(ports[0]["target"]), free_port()
+        host_port = free_port()
         argv = list(svc.argv)
         for i, arg in enumerate(argv[:-1]):
             if arg == "--port" and argv[i + 1] == str(target):
@@ -481,6 +502,10 @@ class Stack:
     # -- processes --
 
     def start(self, svc: Service) -> None:
+        if svc.name in self.proxies:
+            svc.state, svc.started_at = "healthy", time.monotonic()
+            log(f"{svc.name}: played by {self.base_url}, straight to {self.http_service.name if self.http_service else '?'}")
+            return
         if svc.replaced:
             self._wait_local_postgres(svc)
             return

@@ -4,6 +4,7 @@
 ARG DEBIAN_IMAGE=movierec-base/debian:bookworm
 FROM ${DEBIAN_IMAGE}
 
+# Not pinned: the Debian release (bookworm and its updates) fixes the versions.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends haproxy \
