@@ -27,8 +27,10 @@ Standard library only. The Compose CLI is ``docker compose`` when the plugin is 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -54,6 +56,8 @@ IMAGE_WHEELHOUSE_URL = "file:///opt/movierec/wheelhouse"
 #: The images built from this checkout, in build order (the trainer first: the API target's
 #: classic build then finds every shared stage cached).
 BUILT_SERVICES = ("trainer", "api", "proxy")
+#: Terminal colour codes, which the classic builder puts around pip's errors.
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class StackError(RuntimeError):
@@ -299,20 +303,65 @@ class Stack:
             raise StackError(f"port 127.0.0.1:{self.port} is taken by another program: stop it, or choose "
                              f"another port (API_PORT={self.port + 1} make compose-up)")
 
+    def build_inputs(self, service: str, config: dict[str, Any]) -> str:
+        """A digest of what ``service``'s image is built from: its build context (the files the
+        .dockerignore allow-list lets in: sources by content, wheels by name and size), the
+        Dockerfile, the build arguments and target, and the id of the base image."""
+        build = config["build"]
+        context = Path(build["context"])
+        digest = hashlib.sha256(json.dumps([build.get("args"), build.get("target"), build.get("dockerfile")],
+                                           sort_keys=True).encode())
+        if context == REPO:
+            paths = [REPO / "Dockerfile", REPO / "pyproject.toml", REPO / "README.md"]
+            for top in ("movierec", "app", "trainer", "migrations", "docker/wheelhouse"):
+                paths += sorted(p for p in (REPO / top).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                                and p.suffix not in (".pyc", ".pyo") and not p.name.startswith(".env"))
+        else:
+            paths = sorted(p for p in context.rglob("*") if p.is_file())
+        for path in paths:
+            digest.update(str(path.relative_to(REPO)).encode())
+            digest.update(str(path.stat().st_size).encode() if path.suffix == ".whl" else path.read_bytes())
+        for base in (build.get("args") or {}).values():
+            inspected = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", base],
+                                       capture_output=True, text=True, timeout=60)
+            digest.update(inspected.stdout.strip().encode() or base.encode())
+        return digest.hexdigest()
+
+    def image_id(self, image: str) -> str:
+        proc = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image], capture_output=True,
+                              text=True, timeout=60)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
     def build(self) -> None:
-        """Build the images from this checkout (cached layers make a rebuild quick); nothing starts."""
+        """Build the images from this checkout; nothing starts. An image whose inputs have not changed
+        since this script built it is left as it is (even a fully cached build sends the whole build
+        context, a wheelhouse included, to the engine)."""
         log = LOG_DIR / f"build-{self.project}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("")
+        model = json.loads(self.compose("config", "--format", "json", timeout=120).stdout)
+        state_file = LOG_DIR / "built.json"
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            state = {}
         for service in BUILT_SERVICES:
+            config = model["services"][service]
+            image, inputs = config["image"], self.build_inputs(service, config)
+            known = state.get(image, {})
+            if known.get("inputs") == inputs and known.get("id") and known["id"] == self.image_id(image):
+                self.log(f"{service} image {image} is up to date")
+                continue
             started = time.monotonic()
             proc = self.compose("build", service, timeout=3600, check=False, log_to=log)
             if proc.returncode != 0:
-                lines = [line for line in log.read_text().splitlines() if line.strip()]
+                lines = [ANSI.sub("", line) for line in log.read_text().splitlines() if line.strip()]
                 reason = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "")
                 raise StackError(f"building the {service} image failed: {reason.strip()[:300]} "
                                  f"(full log: {log.relative_to(REPO)}; nothing was started)")
-            self.log(f"{service} image built ({time.monotonic() - started:.0f} s)")
+            self.log(f"{service} image {image} built ({time.monotonic() - started:.0f} s)")
+            state[image] = {"inputs": inputs, "id": self.image_id(image)}
+            state_file.write_text(json.dumps(state, indent=1))
 
     def wait_ready(self, timeout: float, started: float) -> dict[str, Any]:
         """Poll /ready through the proxy until 200; a failed one-shot service ends the wait."""
