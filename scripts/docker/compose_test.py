@@ -221,7 +221,7 @@ class Scenario:
             check(proc.returncode == 1 and lines and lines[-1].startswith("error: ") and expected in lines[-1],
                   f"{name}: exit {proc.returncode}, stderr {proc.stderr.strip()[-300:]!r}")
             check(not self.containers(), f"{name}: containers left: {self.containers()}")
-            seen.append(f"{name}: {lines[-1][:90]}")
+            seen.append(f"{name}: \"{lines[-1].removeprefix('error: ')[:48]}…\"")
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
@@ -231,8 +231,8 @@ class Scenario:
             check(proc.returncode == 1 and len(lines) == 1 and f"port 127.0.0.1:{port} is taken" in lines[0],
                   f"port taken: exit {proc.returncode}, stderr {proc.stderr.strip()[-300:]!r}")
             check(not self.containers(), f"port taken: containers left: {self.containers()}")
-            seen.append(f"port taken: {lines[0][:70]}")
-        return "; ".join(seen)
+            seen.append(f"port taken: \"{lines[0].removeprefix('error: ')[:48]}…\"")
+        return "exit 1 and one line each, no container left: " + "; ".join(seen)
 
     def build(self) -> str:
         started = time.monotonic()

@@ -116,7 +116,10 @@ def engine_problem() -> str | None:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``host:port`` (connections of an earlier one still in
+    TIME_WAIT do not count: Docker's proxy binds with SO_REUSEADDR as well)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -271,6 +274,8 @@ class Stack:
         if any(WHEELHOUSE.glob("torch-*.whl")) and any(WHEELHOUSE.glob("recbole-*.whl")):
             return
         self.log("filling docker/wheelhouse/ from this host's package index (scripts/docker/wheelhouse.sh)")
+        started = time.monotonic()
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
         log = LOG_DIR / "wheelhouse.log"
         with log.open("w") as out:
             proc = subprocess.run(["bash", str(WHEELHOUSE_SCRIPT)], cwd=REPO, env=self.env, stdout=out,
@@ -279,6 +284,7 @@ class Stack:
             lines = [line for line in log.read_text().splitlines() if line.strip()]
             raise StackError(f"filling the wheelhouse failed: {lines[-1] if lines else 'no output'} "
                              f"(full log: {log.relative_to(REPO)}; nothing was started)")
+        self.log(f"wheelhouse filled ({time.monotonic() - started:.0f} s)")
 
     def record(self, values: dict[str, str]) -> None:
         """Append ``values`` to the env file, so later `docker compose` commands agree with this one."""
@@ -393,8 +399,11 @@ class Stack:
         if scale:
             args += ["--scale", f"api={scale}"]
         try:
+            up_at = time.monotonic()
             self.compose(*args, timeout=900)
+            self.log(f"containers started ({time.monotonic() - up_at:.0f} s); waiting for /ready on {self.base_url}")
             ready = self.wait_ready(timeout, started)
+            self.log(f"/ready 200 {time.monotonic() - up_at:.0f} s after `docker compose up`")
         except (StackError, subprocess.TimeoutExpired) as exc:
             if not was_running:
                 self.compose("down", "--remove-orphans", timeout=300, check=False)
