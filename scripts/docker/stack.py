@@ -35,6 +35,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -240,9 +241,17 @@ class Stack:
                      "built from Debian's packages, and packages from docker/wheelhouse/")
         elif mode == "official":
             return
-        chosen = self.build_standins()
+        # Both mostly wait on downloads (Debian's mirror, the package index): side by side.
+        wheelhouse_failed: list[BaseException] = []
+        filler = threading.Thread(target=lambda: self.catch(self.fill_wheelhouse, wheelhouse_failed))
+        filler.start()
+        try:
+            chosen = self.build_standins()
+        finally:
+            filler.join()
+        if wheelhouse_failed:
+            raise wheelhouse_failed[0]
         chosen = {name: image for name, image in chosen.items() if name in unset}
-        self.fill_wheelhouse()
         if not self.setting("MOVIEREC_PYPI_INDEX_URL"):
             chosen["MOVIEREC_PYPI_INDEX_URL"] = IMAGE_WHEELHOUSE_URL
         if not self.setting("BASE_IMAGES"):
@@ -251,18 +260,31 @@ class Stack:
         if self.persist and chosen:
             self.record(chosen)
 
-    def build_standins(self) -> dict[str, str]:
-        """Build the stand-in images that are missing; their names by variable."""
+    @staticmethod
+    def catch(fn: Callable[[], None], failures: list[BaseException]) -> None:
+        """Run ``fn`` (in a thread), keeping what it raised for the caller."""
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the joining thread
+            failures.append(exc)
+
+    def run_script(self, script: Path, log_name: str, what: str) -> Path:
+        """Run a project script with its output in var/docker/``log_name``; a failure is one line."""
         LOG_DIR.mkdir(parents=True, exist_ok=True)
-        log = LOG_DIR / "base-images.log"
-        started = time.monotonic()
+        log = LOG_DIR / log_name
         with log.open("w") as out:
-            proc = subprocess.run(["bash", str(BASE_IMAGES_SCRIPT)], cwd=REPO, env=self.env, stdout=out,
+            proc = subprocess.run(["bash", str(script)], cwd=REPO, env=self.env, stdout=out,
                                   stderr=subprocess.STDOUT, text=True, timeout=1800)
         if proc.returncode != 0:
             lines = [line for line in log.read_text().splitlines() if line.strip()]
-            raise StackError(f"building the stand-in base images failed: {lines[-1] if lines else 'no output'} "
+            raise StackError(f"{what} failed: {lines[-1] if lines else 'no output'} "
                              f"(full log: {log.relative_to(REPO)}; nothing was started)")
+        return log
+
+    def build_standins(self) -> dict[str, str]:
+        """Build the stand-in images that are missing; their names by variable."""
+        started = time.monotonic()
+        log = self.run_script(BASE_IMAGES_SCRIPT, "base-images.log", "building the stand-in base images")
         built = [line for line in log.read_text().splitlines() if line.startswith("built ")]
         if built:
             self.log(f"{', '.join(b.removeprefix('built ') for b in built)} built in {time.monotonic() - started:.0f} s")
@@ -275,15 +297,7 @@ class Stack:
             return
         self.log("filling docker/wheelhouse/ from this host's package index (scripts/docker/wheelhouse.sh)")
         started = time.monotonic()
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        log = LOG_DIR / "wheelhouse.log"
-        with log.open("w") as out:
-            proc = subprocess.run(["bash", str(WHEELHOUSE_SCRIPT)], cwd=REPO, env=self.env, stdout=out,
-                                  stderr=subprocess.STDOUT, text=True, timeout=1800)
-        if proc.returncode != 0:
-            lines = [line for line in log.read_text().splitlines() if line.strip()]
-            raise StackError(f"filling the wheelhouse failed: {lines[-1] if lines else 'no output'} "
-                             f"(full log: {log.relative_to(REPO)}; nothing was started)")
+        self.run_script(WHEELHOUSE_SCRIPT, "wheelhouse.log", "filling the wheelhouse")
         self.log(f"wheelhouse filled ({time.monotonic() - started:.0f} s)")
 
     def record(self, values: dict[str, str]) -> None:
@@ -318,9 +332,13 @@ class Stack:
         digest = hashlib.sha256(json.dumps([build.get("args"), build.get("target"), build.get("dockerfile")],
                                            sort_keys=True).encode())
         if context == REPO:
-            paths = [REPO / "Dockerfile", REPO / "pyproject.toml", REPO / "README.md"]
-            for top in ("movierec", "app", "trainer", "migrations", "docker/wheelhouse"):
-                paths += sorted(p for p in (REPO / top).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+            # The allow-list of .dockerignore (`!path` lines) is what the build context holds.
+            allowed = [line[1:].strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
+                       if line.startswith("!")]
+            paths = [REPO / "Dockerfile"]
+            for top in allowed:
+                found = [REPO / top] if (REPO / top).is_file() else (REPO / top).rglob("*")
+                paths += sorted(p for p in found if p.is_file() and "__pycache__" not in p.parts
                                 and p.suffix not in (".pyc", ".pyo") and not p.name.startswith(".env"))
         else:
             paths = sorted(p for p in context.rglob("*") if p.is_file())
