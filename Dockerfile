@@ -68,6 +68,7 @@ COPY movierec/ movierec/
 COPY app/ app/
 COPY trainer/ trainer/
 COPY migrations/ migrations/
+COPY cli/ cli/
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --no-deps /wheels/movierec-*.whl \
  && /opt/venv/bin/pip check \

@@ -80,7 +80,7 @@ soak: install
 	$(PY) scripts/soak.py
 
 smoke: install
-	$(PY) scripts/compose_smoke.py
+	$(PY) -m tests.deploy.compose_replay
 
 # docker-compose.yml on a real Docker Engine (docs/deployment.md). compose-up builds what is
 # missing (stand-in base images where Docker Hub is out of reach), starts the stack and waits

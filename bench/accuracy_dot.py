@@ -5,7 +5,7 @@ Each protocol trains its own model on its own split with the same parameters, ex
 ``--out`` when given), then the mean and spread over seeds.
 
 usage: .venv/bin/python bench/accuracy_dot.py [/tmp/ml100k] [seeds=42,43,44] [key=value ...]
-       (keys of trainer.fit.FitParams; tuples comma-separated)
+       (keys of trainer.fit.FitParams, or their old names; tuples comma-separated)
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from trainer.data import load_files
 from trainer.fit import FitParams, fit
+from trainer.fit.params import RENAMED_PARAMS
 from trainer.metrics import ranking_metrics, rating_metrics
 from trainer.split import latest_split, random_split
 
@@ -33,6 +34,7 @@ def parse(args: list[str]) -> tuple[str, list[int], dict, str | None]:
         elif k == "out":
             out = v
         else:
+            k = RENAMED_PARAMS.get(k, k)
             d = getattr(FitParams, k)
             kw[k] = tuple(type(d[0])(x) for x in v.split(",")) if isinstance(d, tuple) else type(d)(v)
     return src, seeds, kw, out

@@ -21,9 +21,9 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from migrations import upgrade
 from movierec.data.importer import import_movielens
 from movierec.db.engine import make_engine
-from movierec.db.migrate import upgrade
 
 
 def write_set(directory: Path, n_ratings: int, n_movies: int, seed: int = 0) -> None:

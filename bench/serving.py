@@ -45,7 +45,7 @@ WORK = C.RAW / "serving"
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 PG_ADMIN = os.environ.get("MOVIEREC_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 K = 64
-MOVIEREC = [sys.executable, "-c", "from movierec.cli import main; main()"]
+MOVIEREC = [sys.executable, "-c", "from cli import main; main()"]
 TARGETS = {"predict_vs_bare": 0.70, "recommend_p99_100k_ms": 20.0, "recommend_p99_60k_ms": 50.0}
 
 

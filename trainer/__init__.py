@@ -5,7 +5,7 @@ Modules, one job each:
 * ``data``     ratings from the database (streamed) or MovieLens files into contiguous arrays + id maps
 * ``split``    the two evaluation protocols (random 10 %, per-user latest 20 %)
 * ``models``   the torch models (``dot``, ``nn``) and their export to the store tensors
-* ``fit``      the training loops (a hand-fused one for ``dot``, autograd for ``nn``)
+* ``fit``      training (a package): parameters, thread policy, sampling, one epoch loop, the ``dot`` and ``nn`` steps
 * ``metrics``  RMSE/MAE, NDCG/Recall/HR@10 and the baselines
 * ``report``   PNGs written into the published version
 * ``gate``     the quality gate

@@ -1,4 +1,4 @@
-"""``movierec train``: registered by ``movierec.cli`` as ``app.command("train")(train)``.
+"""``movierec train``: registered by the composition root (``cli/main.py``) as ``app.command("train")(train)``.
 
 Importing this module is cheap (typer only): torch, numpy-heavy modules and SQLAlchemy are
 imported inside :func:`train`, so the rest of the CLI starts fast.
@@ -10,12 +10,13 @@ Exit codes: 0 published; 1 failure (bad data, store or database error); 2 no dat
 
 from __future__ import annotations
 
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from movierec.progress import Progress, Task
 
 
 class ModelKind(str, Enum):
@@ -33,7 +34,7 @@ def train(
     lr: Annotated[Optional[float], typer.Option(min=0.0, help="Peak learning rate of the one-cycle schedule.")] = None,
     wd: Annotated[Optional[float], typer.Option(min=0.0, help="L2 / weight decay.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Ratings per minibatch.")] = None,
-    bpr_weight: Annotated[Optional[float], typer.Option(min=0.0, help="Weight of the ranking loss (0: off).")] =
+    rank_weight: Annotated[Optional[float], typer.Option(min=0.0, help="Weight of the ranking loss (0: off).")] =
     None,
     rank_sample: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
         "Fraction of each batch in the ranking loss once an epoch has more than 1M ratings "
@@ -45,6 +46,8 @@ def train(
     source: Annotated[Optional[Path], typer.Option(
         help="Train from a MovieLens directory or u.data file instead of the database.")] = None,
     store: Annotated[Optional[Path], typer.Option(help="Model store (default MOVIEREC_MODEL_STORE).")] = None,
+    bpr_weight: Annotated[Optional[float], typer.Option(
+        min=0.0, hidden=True, help="Deprecated: the old name of --rank-weight.")] = None,
 ) -> None:
     """Train a model on all ratings, evaluate it against baselines, and publish it if it passes the gate."""
     import os
@@ -52,7 +55,7 @@ def train(
     # Threads that wait for work spin, so a chain of short parallel loops does not pay a wake-up
     # each time (with OMP_WAIT_POLICY=PASSIVE, 2 threads trained 40 % slower at 5M ratings);
     # a bounded spin (~0.1 ms) keeps that while not burning a core for long when the machine
-    # is busy. How many threads train is chosen by load (trainer.fit.default_threads). Must be
+    # is busy. How many threads train is chosen by load (trainer.fit.threads.default_threads). Must be
     # set before torch and numba load their OpenMP runtimes; an explicit setting wins.
     os.environ.setdefault("GOMP_SPINCOUNT", "100000")
     from trainer import TrainerError
@@ -63,8 +66,14 @@ def train(
                    f"{', '.join(missing)}): pip install 'movierec[train]'", err=True)
         raise typer.Exit(1)
 
+    if bpr_weight is not None:  # the option's name before the ranking loss became a sampled softmax
+        if rank_weight is not None and rank_weight != bpr_weight:
+            raise typer.BadParameter("give --rank-weight only (--bpr-weight is its deprecated old name)",
+                                     param_hint="--bpr-weight")
+        typer.echo("warning: --bpr-weight is deprecated, use --rank-weight", err=True)
+        rank_weight = bpr_weight
     try:
-        _run(model.value, factors, epochs, lr, wd, batch_size, bpr_weight, seed, force, tolerance, source, store,
+        _run(model.value, factors, epochs, lr, wd, batch_size, rank_weight, seed, force, tolerance, source, store,
              rank_sample)
     except TrainerError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -83,7 +92,7 @@ def missing_training_packages() -> list[str]:
 
 
 def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, wd: float | None,
-         batch_size: int | None, bpr_weight: float | None, seed: int, force: bool, tolerance: float | None,
+         batch_size: int | None, rank_weight: float | None, seed: int, force: bool, tolerance: float | None,
          source: Path | None, store_path: Path | None, rank_sample: float | None = None) -> None:
     from movierec.settings import get_settings
     from movierec.store import ModelStore
@@ -95,7 +104,7 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
     settings = get_settings()
     params = defaults_for(kind)
     for name, value in (("factors", factors), ("epochs", epochs), ("lr", lr), ("wd", wd),
-                        ("batch_size", batch_size), ("bpr_weight", bpr_weight),
+                        ("batch_size", batch_size), ("rank_weight", rank_weight),
                         ("rank_sample", rank_sample)):
         if value is not None:
             setattr(params, name, value)
@@ -109,49 +118,30 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
         def load():  # type: ignore[no-untyped-def]
             return load_db(settings.database_url)
         where = "database"
-    with _reporter() as (progress, log):
+    with Progress() as progress:
+        report = _Reporter(progress)
         result = train_and_publish(load, store, params, force=force,
                                    tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
-                                   keep=settings.keep_versions, progress=progress, log=log, source=where)
+                                   keep=settings.keep_versions, progress=report.epoch, log=report.log, source=where)
     m = result.manifest["metrics"]
     typer.echo(f"published version {result.version} to {store.root} "
                f"(rmse {m.get('rmse', float('nan')):.4f}, ndcg@10 {m.get('ndcg@10', float('nan')):.4f}, "
                f"{result.seconds:.1f}s)")
 
 
-class _reporter:
-    """A rich progress bar on a terminal, plain log lines on stderr otherwise."""
+class _Reporter:
+    """Training progress through :class:`movierec.progress.Progress`: a bar per fit on a terminal,
+    plain lines on stderr otherwise."""
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        self.tty = sys.stderr.isatty()
-        self.bar = None
-        self.task = None
-        if self.tty:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                console=Console(stderr=True))
-            self.bar.__enter__()
-        return self.progress, self.log
-
-    def __exit__(self, *exc) -> None:  # type: ignore[no-untyped-def]
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Task | None = None
 
     def log(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(message)
-            self.task = None  # next epoch starts a new bar for the next fit
-        else:
-            print(message, file=sys.stderr, flush=True)
+        self.progress.line(message)
+        self.task = None  # next epoch starts a new bar for the next fit
 
-    def progress(self, epoch: int, epochs: int, loss: float, valid: float | None) -> None:
-        info = f"loss {loss:.4f}" + (f"  valid rmse {valid:.4f}" if valid is not None else "")
-        if self.bar is None:
-            print(f"  epoch {epoch}/{epochs}  {info}", file=sys.stderr, flush=True)
-            return
+    def epoch(self, epoch: int, epochs: int, loss: float, valid: float | None) -> None:
         if self.task is None or epoch == 1:
-            self.task = self.bar.add_task("epoch", total=epochs, info="")
-        self.bar.update(self.task, completed=epoch, info=info)
+            self.task = self.progress.track("epoch", total=epochs)
+        self.task.step(epoch, f"loss {loss:.4f}" + (f"  valid rmse {valid:.4f}" if valid is not None else ""))

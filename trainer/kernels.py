@@ -1,4 +1,4 @@
-"""Compiled (numba) kernels of the ``dot`` training step; :mod:`trainer.fit` drives them.
+"""Compiled (numba) kernels of the ``dot`` training step; :mod:`trainer.fit.dot` drives them.
 
 Why compiled kernels rather than torch ops: a step of the ``dot`` loop is a few dozen small
 operations on (batch x factors) and (batch x negatives) arrays plus a row-sparse optimiser

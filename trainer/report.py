@@ -1,6 +1,6 @@
 """Report PNGs written into the published version directory (via ``publish(extra_files=...)``).
 
-* ``curves.png``: training loss (MSE and BPR parts) and validation RMSE per epoch of the
+* ``curves.png``: training loss (MSE and ranking parts) and validation RMSE per epoch of the
   evaluation run (the run that had a held-out set);
 * ``movie_pca.png``: the movie factors projected on their first two principal components, the
   most-rated movies labelled with their titles, as in the fastai book's chapter on collaborative
@@ -41,6 +41,8 @@ def write_curves(path: Path, history: Mapping[str, Sequence[float]], title: str 
     """Loss and validation-RMSE curves per epoch."""
     import matplotlib
 
+    from trainer.fit.params import History
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -50,8 +52,9 @@ def write_curves(path: Path, history: Mapping[str, Sequence[float]], title: str 
         ax.plot(epochs, np.sqrt(np.asarray(history["loss"])), label="train RMSE (sqrt MSE loss)")
         if history.get("valid_rmse"):
             ax.plot(epochs[: len(history["valid_rmse"])], history["valid_rmse"], label="validation RMSE")
-        if history.get("bpr") and any(history["bpr"]):
-            ax.plot(epochs, history["bpr"], label="train BPR loss", linestyle="--")
+        rank = History.from_dict(history).rank  # also from a manifest that still calls it "bpr"
+        if rank and any(rank):
+            ax.plot(epochs, rank, label="train ranking loss", linestyle="--")
     ax.set_xlabel("epoch")
     ax.set_title(title or "training curves")
     ax.grid(alpha=0.3)

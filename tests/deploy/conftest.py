@@ -1,8 +1,7 @@
-"""Fixtures for the deployment tests: the smoke script as a module, the compose model, the Dockerfile."""
+"""Fixtures for the deployment tests: the compose replay, the compose model, the Dockerfile."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -10,6 +9,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from . import compose_replay
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -26,14 +27,8 @@ def tool(name: str, package: str) -> str:
 
 @pytest.fixture(scope="session")
 def smoke_module() -> ModuleType:
-    """scripts/compose_smoke.py, imported as a module."""
-    path = REPO / "scripts" / "compose_smoke.py"
-    spec = importlib.util.spec_from_file_location("compose_smoke", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compose_smoke"] = module
-    spec.loader.exec_module(module)
-    return module
+    """The compose replay (tests/deploy/compose_replay), the package `make smoke` runs."""
+    return compose_replay
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
-"""`docker compose up` without an engine: scripts/compose_smoke.py runs the compose services' commands
+"""`docker compose up` without an engine: the compose replay (compose_replay/) runs the services' commands
 as local processes against a fresh PostgreSQL database and checks /ready, /recommend and POST /ratings.
 
 Takes about a minute on an idle 2-core machine (training MovieLens 100K dominates); `make smoke`
-runs the same script on its own.
+runs the same replay on its own.
 """
 
 from __future__ import annotations

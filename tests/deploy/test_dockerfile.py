@@ -185,7 +185,7 @@ def test_build_stage_copies_everything_the_wheel_is_built_from(instructions: lis
     needed = {"pyproject.toml", PYPROJECT["project"]["readme"]}
     for pattern in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]:
         needed.add(pattern.rstrip("*").rstrip("."))
-    assert needed == {"pyproject.toml", "README.md", "movierec", "app", "trainer", "migrations"}
+    assert needed == {"pyproject.toml", "README.md", "movierec", "app", "trainer", "migrations", "cli"}
     assert needed <= copied, f"not copied: {needed - copied}"
 
 
@@ -256,7 +256,7 @@ def test_the_wheel_builds_from_the_build_context(instructions: list[tuple[str, s
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     wheel = next((tmp_path / "wheels").glob("movierec-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for required in ("movierec/cli.py", "movierec/settings.py", "migrations/env.py", "migrations/script.py.mako"):
+    for required in ("cli/main.py", "movierec/settings.py", "migrations/env.py", "migrations/script.py.mako"):
         assert required in names, f"{required} missing from the wheel"
     assert any(n.startswith("migrations/versions/") and n.endswith(".py") for n in names)
     for package in ("app/", "trainer/"):
@@ -264,4 +264,4 @@ def test_the_wheel_builds_from_the_build_context(instructions: list[tuple[str, s
     static = [p.relative_to(REPO).as_posix() for p in (REPO / "app" / "static").rglob("*") if p.is_file()]
     assert not set(static) - set(names), "app/static files missing from the wheel"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "movierec = movierec.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "movierec = cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

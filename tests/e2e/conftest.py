@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from movierec.db.migrate import upgrade
+from migrations import upgrade
 
 from . import catalogue
 

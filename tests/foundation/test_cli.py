@@ -15,7 +15,7 @@ import movierec
 def movierec_cmd(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     # The console script of the active environment; fall back to the module for odd layouts.
     script = Path(sys.executable).with_name("movierec")
-    command = [str(script)] if script.exists() else [sys.executable, "-c", "from movierec.cli import main; main()"]
+    command = [str(script)] if script.exists() else [sys.executable, "-c", "from cli import main; main()"]
     return subprocess.run(command + list(args), env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 

@@ -8,7 +8,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from movierec.db.migrate import current_revision, downgrade, head_revision, upgrade
+from migrations import downgrade, head_revision, upgrade
+from movierec.db.migrate import current_revision
 from movierec.db.schema import Base
 
 

@@ -28,8 +28,8 @@ import numpy as np
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 
+from migrations import upgrade
 from movierec.db.engine import make_engine
-from movierec.db.migrate import upgrade
 from movierec.db.schema import Movie, Rating
 from movierec.store import ModelStore
 

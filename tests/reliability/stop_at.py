@@ -112,7 +112,7 @@ def main() -> None:
     _install()
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "cli":
-        from movierec.cli import main as cli_main
+        from cli import main as cli_main
 
         sys.argv = ["movierec", *args]
         cli_main()

@@ -91,7 +91,9 @@ def pct(values: list[float], q: float) -> float:
 def test_bounded_mixed_load(stack: Stack) -> None:
     threads = knob("load_threads", 6, 16)
     total = knob("load_requests", 2400, 60_000)
-    cap = knob("load_seconds", 60, 600)
+    # A cap against a hung run, not a speed requirement: 2400 requests take ~30 s on an idle
+    # 2-core machine, and several times that on a busy one.
+    cap = knob("load_seconds", 300, 1200)
     warmup = knob("load_warmup", 400, 2000)
     with running_server(stack.env, stack.workdir, workers=2) as server:
         server.wait_for("/ready")

@@ -49,7 +49,7 @@ def synth() -> Ratings:
 @pytest.fixture
 def fast_params() -> FitParams:
     """Small, quick parameters that still learn the planted structure."""
-    return FitParams(model="dot", factors=8, epochs=12, lr=0.02, wd=0.02, batch_size=256, bpr_weight=0.5, seed=1)
+    return FitParams(model="dot", factors=8, epochs=12, lr=0.02, wd=0.02, batch_size=256, rank_weight=0.5, seed=1)
 
 
 def write_udata(path: Path, ratings: Ratings) -> Path:

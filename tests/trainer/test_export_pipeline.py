@@ -163,7 +163,7 @@ def _cli() -> typer.Typer:
 
     app = typer.Typer()
     app.command("train")(train)
-    app.command("noop")(lambda: None)  # keeps "train" a subcommand, as in movierec.cli
+    app.command("noop")(lambda: None)  # keeps "train" a subcommand, as in the movierec command (cli/)
     return app
 
 

@@ -48,7 +48,7 @@ def test_same_seed_same_tensors(synth, fast_params, kind) -> None:
 
 def test_nn_beats_bias_baseline(synth, fast_params) -> None:
     params = dataclasses.replace(fast_params, model="nn", factors=8, hidden=(32,), epochs=30, lr=0.03, wd=0.1,
-                                 bpr_weight=0.0)
+                                 rank_weight=0.0)
     mask = random_split(synth)
     train, test = synth.subset(~mask), synth.subset(mask)
     model, _ = fit(train, params)
@@ -101,9 +101,9 @@ def test_recency_weights_grow_with_position_in_each_users_history(synth) -> None
 def test_popularity_sampler_draws_popular_movies_more_with_logq_correction(synth) -> None:
     from trainer.fit import NegativeSampler
 
-    uniform = NegativeSampler(synth, 0.0)
+    uniform = NegativeSampler.for_ratings(synth, 0.0)
     assert uniform.log_correction is None
-    pop = NegativeSampler(synth, 1.0)
+    pop = NegativeSampler.for_ratings(synth, 1.0)
     counts = np.bincount(synth.movie, minlength=synth.n_movies) + 1.0
     q = counts / counts.sum()
     np.testing.assert_allclose(pop.log_correction.numpy(), np.log(q * synth.n_movies), rtol=1e-4, atol=1e-5)
@@ -117,7 +117,7 @@ def test_weighted_positive_modes_train_and_rank(synth, fast_params, positives) -
     mask = latest_split(synth)
     train, test = synth.subset(~mask), synth.subset(mask)
     model, history = fit(train, dataclasses.replace(fast_params, rank_positives=positives))
-    assert all(np.isfinite(history.bpr)) and history.bpr[-1] > 0
+    assert all(np.isfinite(history.rank)) and history.rank[-1] > 0
     pop = popularity_scores(train)
     base = ranking_metrics(train, test, lambda u: np.broadcast_to(pop, (len(u), len(pop))))["ndcg@10"]
     assert ranking_metrics(train, test, model.rank_scores)["ndcg@10"] > base

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from trainer import hugepages
-from trainer.fit import FitParams, NegativeSampler, _DotStep, _ScalarAdam, fit, make_model, rank_fraction
+from trainer.fit import FitParams, NegativeSampler, Ranking, fit, make_model, rank_fraction
+from trainer.fit.dot import DotBatch
+from trainer.fit.optim import ScalarAdam
 
 B1 = 0.9  # the first Adam moment after one step is (1 - B1) * gradient
 
@@ -26,7 +28,7 @@ def _reference_loss(model, u, m, y, j, c, params: FitParams, log_q, rows_ranked:
     pred = lo + (hi - lo) * torch.sigmoid(z)
     loss = ((pred - y) ** 2).sum() / b
     loss = loss + params.wd * ((pu ** 2).sum() + (pm ** 2).sum()) / b
-    w = params.bpr_weight
+    w = params.rank_weight
     if params.rank_loss == "softmax":
         r = rows_ranked
         qu, qm, mm = pu[:r], pm[:r], m[:r]
@@ -44,7 +46,7 @@ def _reference_loss(model, u, m, y, j, c, params: FitParams, log_q, rows_ranked:
 
 @pytest.mark.parametrize("rank_loss,fraction", [("softmax", 1.0), ("softmax", 0.5), ("bpr", 1.0)])
 def test_step_gradients_match_autograd(synth, rank_loss, fraction) -> None:
-    params = FitParams(factors=4, batch_size=16, rank_loss=rank_loss, negatives=8, wd=0.05, bpr_weight=0.7)
+    params = FitParams(factors=4, batch_size=16, rank_loss=rank_loss, negatives=8, wd=0.05, rank_weight=0.7)
     gen = torch.Generator().manual_seed(3)
     model = make_model(params, 12, 10, 3.4, gen)
     with torch.no_grad():  # non-trivial starting point: biases and larger factors
@@ -59,13 +61,14 @@ def test_step_gradients_match_autograd(synth, rank_loss, fraction) -> None:
     c[3] = 0.0  # a rating that takes no part in the ranking term
     if rank_loss == "softmax":
         j = np.array([1, 3, 3, 9, 8, 0, 5, 7], np.int32)  # duplicates, and hits of several positives
-        log_q = np.log(np.linspace(0.5, 2.0, 10)).astype(np.float32)
-        sampler = NegativeSampler.__new__(NegativeSampler)
-        sampler.log_correction_np = log_q
-        sampler.log_correction = torch.from_numpy(log_q)
+        q = np.linspace(0.5, 2.0, 10, dtype=np.float32)
+        sampler = NegativeSampler(10, torch.from_numpy(q / q.sum()))
+        log_q = sampler.log_correction_np
+        ranking = Ranking("softmax", params.rank_weight, sampler, params.negatives, fraction=fraction)
     else:
         j = np.array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 9, 8, 7, 6, 5, 4], np.int32)
-        log_q, sampler = np.zeros(10, np.float32), None
+        log_q = np.zeros(10, np.float32)
+        ranking = Ranking("bpr", params.rank_weight, NegativeSampler(10), 1)
     ref = make_model(params, 12, 10, 3.4, torch.Generator())
     ref.load_state_dict(model.state_dict())
     ref.global_bias = model.global_bias
@@ -76,8 +79,8 @@ def test_step_gradients_match_autograd(synth, rank_loss, fraction) -> None:
                            torch.from_numpy(log_q), rows_ranked, a)
     loss.backward()
 
-    step = _DotStep(model, params, sampler, rank_fraction=fraction)
-    step(u, m, y, j, c if rank_loss == "softmax" else None, 0.01, 1, _ScalarAdam(math.log(a), learn=False))
+    step = DotBatch(model, params, ranking)
+    step(u, m, y, j, c if rank_loss == "softmax" else None, 0.01, 1, ScalarAdam(math.log(a), learn=False))
     k = params.factors
     got_users = step.opt_users.m1 / (1 - B1)
     got_movies = step.opt_movies.m1 / (1 - B1)
@@ -96,13 +99,13 @@ def test_step_gradients_match_autograd(synth, rank_loss, fraction) -> None:
 
 def test_movie_bias_moves_only_for_positives(synth) -> None:
     """A movie drawn only as a negative keeps its rating bias (its factors and rank bias move)."""
-    params = FitParams(factors=4, batch_size=4, negatives=3, bpr_weight=1.0)
+    params = FitParams(factors=4, batch_size=4, negatives=3, rank_weight=1.0)
     model = make_model(params, 4, 6, 3.5, torch.Generator().manual_seed(0))
     before = model.movie_bias.detach().clone(), model.movie_factors.detach().clone()
-    step = _DotStep(model, params, None)
+    step = DotBatch(model, params, Ranking("softmax", 1.0, NegativeSampler(6), 3))
     u, m = np.arange(4, dtype=np.int32), np.array([0, 1, 2, 0], np.int32)
     step(u, m, np.array([5, 1, 4, 2], np.float32), np.array([4, 5, 4], np.int32), None, 0.01, 1,
-         _ScalarAdam(math.log(2.0), learn=False))
+         ScalarAdam(math.log(2.0), learn=False))
     step.release()
     assert torch.equal(model.movie_bias[3:], before[0][3:])
     assert not torch.equal(model.movie_bias[:3], before[0][:3])
@@ -124,7 +127,7 @@ def test_same_model_whatever_the_thread_count(synth, fast_params, monkeypatch) -
     The ranking term is off: its matrix products are BLAS calls, whose summation order may
     depend on the thread count.
     """
-    params = dataclasses.replace(fast_params, epochs=2, bpr_weight=0.0)
+    params = dataclasses.replace(fast_params, epochs=2, rank_weight=0.0)
     monkeypatch.setenv("MOVIEREC_TRAIN_THREADS", "1")
     one, _ = fit(synth, params)
     monkeypatch.setenv("MOVIEREC_TRAIN_THREADS", "2")
@@ -190,7 +193,7 @@ def _run_windows(governor, clock: _Clock, seconds_per_step: list[float], window:
 
 
 def test_thread_governor_drops_to_one_thread_when_the_rate_collapses(monkeypatch) -> None:
-    from trainer import fit as F
+    from trainer.fit import threads as F
 
     calls = []
     monkeypatch.setattr(F.torch, "set_num_threads", lambda n: calls.append(("torch", n)))

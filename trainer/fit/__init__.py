@@ -1,0 +1,81 @@
+"""Training: ratings in, a trained ``dot`` or ``nn`` model out (:func:`fit`).
+
+The loss is ``MSE(rating) + rank_weight * ranking``; the ranking term (default) is a sampled
+softmax of each rating against movies shared by its batch, drawn by popularity with the logQ
+correction, or one-negative BPR. Regularisation is L2 per occurrence; the learning rate follows
+a one-cycle schedule.
+
+Modules, one job each:
+
+* ``params``    :class:`FitParams`, :func:`defaults_for`, :class:`History` (and the manifest's old key names)
+* ``threads``   how many threads train, and the fall-back to one on a busy machine
+* ``schedule``  the one-cycle learning rate
+* ``sampling``  the ranking term's positives, negatives and batch fraction (:class:`Ranking`)
+* ``loop``      the epoch loop every model kind shares, driving a :class:`~trainer.fit.loop.Step`
+* ``dot``       the ``dot`` step: compiled kernels (:mod:`trainer.kernels`), huge-page tables
+* ``optim``     the ``dot`` step's row-sparse Adam
+* ``nn``        the ``nn`` step: autograd and AdamW
+
+Determinism: all randomness (init, permutation, negatives) comes from one ``torch.Generator``
+seeded with the training seed; the compiled kernels sum each row's gradients in batch order
+whatever the thread count, and the BLAS products (and so the whole fit) are deterministic for a
+fixed thread count.
+
+How the defaults were chosen (what was measured, and what was tried and not kept): docs/trainer.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from trainer.data import Ratings
+from trainer.fit.dot import DotStep, warm_up
+from trainer.fit.loop import Progress, Step, run_epochs
+from trainer.fit.nn import NNStep
+from trainer.fit.params import FitParams, History, defaults_for
+from trainer.fit.sampling import NegativeSampler, Ranking, positive_weights, rank_fraction, ranked_rows
+from trainer.fit.schedule import one_cycle
+from trainer.fit.threads import ThreadGovernor, default_threads, set_threads
+from trainer.models import DotProductBias, EmbeddingNN, global_logit
+
+__all__ = [
+    "FitParams", "History", "NegativeSampler", "Progress", "Ranking", "Step", "ThreadGovernor", "default_threads",
+    "defaults_for", "fit", "make_model", "one_cycle", "positive_weights", "rank_fraction", "ranked_rows",
+    "run_epochs", "set_threads",
+]
+
+
+def make_model(params: FitParams, n_users: int, n_movies: int, mean_rating: float,
+               generator: torch.Generator) -> DotProductBias | EmbeddingNN:
+    """A freshly initialised model of ``params.model`` kind."""
+    g = global_logit(mean_rating, params.y_range)
+    if params.model == "dot":
+        return DotProductBias(n_users, n_movies, params.factors, params.y_range, g, params.init_std, generator)
+    if params.model == "nn":
+        return EmbeddingNN(n_users, n_movies, params.factors, params.hidden, params.y_range, g,
+                           init_std=params.init_std, generator=generator)
+    raise ValueError(f"unknown model kind {params.model!r} (expected dot or nn)")
+
+
+def fit(train: Ratings, params: FitParams, valid: Ratings | None = None,
+        progress: Progress | None = None) -> tuple[DotProductBias | EmbeddingNN, History]:
+    """Train a model of ``params.model`` kind on ``train``; return it and its per-epoch history.
+
+    Raises DivergedError when the loss becomes NaN or infinite (nothing should be published).
+    """
+    threads = set_threads()
+    gen = torch.Generator().manual_seed(params.seed)
+    params = dataclasses.replace(params, batch_size=max(1, min(params.batch_size, len(train))))
+    model = make_model(params, train.n_users, train.n_movies, float(train.rating.mean()) if len(train) else 3.5, gen)
+    ranking = Ranking.of(train, params)
+    step: Step
+    if isinstance(model, DotProductBias):
+        warm_up(params)  # compile the kernels before the first epoch's clock starts
+        step, governor = DotStep(model, train, params, ranking), ThreadGovernor(threads)
+    else:  # torch's own ops, not the chain of short parallel loops the governor is for
+        step, governor = NNStep(model, train, params, ranking), None
+    history = run_epochs(step, train, params, ranking, valid, gen, progress, governor)
+    history.threads = threads
+    return model, history

@@ -1,0 +1,104 @@
+"""What a fit is asked to do (:class:`FitParams`, :func:`defaults_for`) and what it reports (:class:`History`).
+
+Both are written into every manifest (``params``, ``history``), so their keys are a format:
+a renamed field keeps its old key readable here (:data:`RENAMED_PARAMS`, :data:`RENAMED_HISTORY`).
+How the defaults were chosen, with the measurements: docs/trainer.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from trainer.models import DEFAULT_Y_RANGE
+
+#: Old manifest keys of :class:`FitParams` fields -> their names now. ``bpr_weight`` weighed the
+#: ranking term when that was one-negative BPR; its default is now a sampled softmax.
+RENAMED_PARAMS = {"bpr_weight": "rank_weight"}
+#: Old manifest keys of :class:`History` fields -> their names now.
+RENAMED_HISTORY = {"bpr": "rank"}
+
+
+@dataclass
+class FitParams:
+    """Hyper-parameters of one training run (recorded in the manifest)."""
+
+    model: str = "dot"
+    factors: int = 64
+    epochs: int = 20
+    lr: float = 0.01
+    wd: float = 0.1
+    batch_size: int = 4096
+    #: Weight of the ranking term of the loss, ``MSE + rank_weight * ranking`` (0: MSE only).
+    rank_weight: float = 0.45
+    #: The ranking term: ``softmax`` (sampled softmax over shared negatives) or ``bpr`` (one negative per rating).
+    rank_loss: str = "softmax"
+    negatives: int = 128
+    #: Which ratings are positives of the ranking loss and with what weight (see ``sampling.positive_weights``).
+    rank_positives: str = "all"
+    #: Ratings at or above this are "liked" (``rank_positives="liked"``); the ranking metrics' threshold.
+    liked_at: float = 4.0
+    #: User-relative recency of positives: weight ``exp(-rank_recency * (1 - q))``, q = 0 oldest .. 1 latest.
+    rank_recency: float = 1.5
+    #: Negatives drawn with probability proportional to ``(count + 1) ** neg_alpha`` (0: uniform), logQ-corrected.
+    neg_alpha: float = 0.5
+    #: Scale a of the ranking logits ``a (u·m) + rank_bias`` (inverse softmax temperature); <= 0: learned.
+    rank_scale: float = 2.0
+    #: Fraction of each batch's ratings that take part in the ranking term (it costs ~25x the rating term) ...
+    rank_sample: float = 0.25
+    #: ... but at least this many ratings per epoch: small data sets (ML-100K, 1M) use every rating.
+    rank_sample_min: int = 1_000_000
+    seed: int = 42
+    y_range: tuple[float, float] = DEFAULT_Y_RANGE
+    hidden: tuple[int, ...] = (100,)
+    init_std: float = 0.01
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> FitParams:
+        """Parameters as a manifest records them (old key names included); an unknown key is a TypeError.
+
+        Strict, unlike :meth:`History.from_dict`: parameters that silently lost a key would
+        describe another run.
+        """
+        return cls(**{RENAMED_PARAMS.get(k, k): tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+@dataclass
+class History:
+    """Per-epoch training loss (MSE and ranking parts) and validation RMSE (when a validation set is given)."""
+
+    loss: list[float] = field(default_factory=list)
+    #: Mean ranking loss per rating of each epoch (0 when ``rank_weight`` is 0).
+    rank: list[float] = field(default_factory=list)
+    valid_rmse: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    #: Threads the fit started with (see ``threads.set_threads``).
+    threads: int = 1
+    #: The step after which it went on with one thread (``threads.ThreadGovernor``), if it did.
+    threads_dropped_at_step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> History:
+        """A history as a manifest records it (old key names included); keys it does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        given = {RENAMED_HISTORY.get(k, k): v for k, v in values.items()}
+        return cls(**{k: v for k, v in given.items() if k in known})
+
+
+def defaults_for(kind: str) -> FitParams:
+    """The default parameters of each model kind (what ``movierec train`` uses without options)."""
+    if kind == "dot":
+        return FitParams(model="dot")
+    if kind == "nn":
+        # Every (rating, negative) pair runs the MLP, so the ranking term takes 64 negatives and a
+        # quarter of each batch at any data size (docs/trainer.md).
+        return FitParams(model="nn", factors=32, epochs=15, lr=0.01, wd=0.01, batch_size=1024, rank_weight=0.5,
+                         hidden=(64,), negatives=64, rank_sample=0.25, rank_sample_min=0)
+    raise ValueError(f"unknown model kind {kind!r} (expected dot or nn)")
