@@ -54,31 +54,29 @@ RUN set -- /wheelhouse/*.whl; \
         echo "installing from the wheelhouse ($# wheels), no index"; \
     fi
 
-# --- venv-api: /opt/venv with movierec and its core dependencies; the movierec wheel in /wheels ---
+# --- venv-api: /opt/venv with the core's and the API's dependencies ---
 FROM build AS venv-api
 
 COPY --from=requirements /requirements/ /requirements/
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --requirement /requirements/api.txt
 
-# The movierec wheel, built from exactly what pyproject.toml packages, then installed without
-# touching the dependencies; `pip check` fails the build if anything is missing or mismatched.
+# MovieLens 100K for containers without internet: recbole's wheel, when the wheelhouse has it,
+# is what `movierec data fetch ml-100k` reads with MOVIEREC_PYPI_INDEX_URL=file:///opt/movierec/wheelhouse.
+RUN mkdir -p /opt/movierec/wheelhouse \
+ && { cp /wheelhouse/recbole-*.whl /opt/movierec/wheelhouse/ 2>/dev/null || true; }
+
+# --- wheel: the movierec wheel, built from exactly what pyproject.toml packages ---
+FROM build AS wheel
+
 COPY pyproject.toml README.md ./
 COPY movierec/ movierec/
 COPY app/ app/
 COPY trainer/ trainer/
 COPY migrations/ migrations/
 COPY cli/ cli/
-RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
- && /opt/venv/bin/pip install --no-deps /wheels/movierec-*.whl \
- && /opt/venv/bin/pip check \
- && /opt/venv/bin/movierec --help > /dev/null \
- && /opt/venv/bin/python -c "import importlib.util as u, sys; sys.exit('torch in the API image' if u.find_spec('torch') else 0)"
-
-# MovieLens 100K for containers without internet: recbole's wheel, when the wheelhouse has it,
-# is what `movierec data fetch ml-100k` reads with MOVIEREC_PYPI_INDEX_URL=file:///opt/movierec/wheelhouse.
-RUN mkdir -p /opt/movierec/wheelhouse \
- && { cp /wheelhouse/recbole-*.whl /opt/movierec/wheelhouse/ 2>/dev/null || true; }
+RUN python -m venv /tmp/venv \
+ && /tmp/venv/bin/pip wheel --no-deps --wheel-dir /wheels .
 
 # --- venv-train: the same plus the `train` extra, CPU-only torch first ---
 FROM build AS venv-train
@@ -103,12 +101,8 @@ RUN torch="$(/opt/venv/bin/python -c 'import os, torch; print(os.path.dirname(to
 COPY --from=requirements /requirements/ /requirements/
 RUN /opt/venv/bin/pip install --requirement /requirements/api.txt --requirement /requirements/train.txt
 
-# 3. The wheel the API stage built, and the checks.
-COPY --from=venv-api /wheels /wheels
-RUN /opt/venv/bin/pip install --no-deps /wheels/movierec-*.whl \
- && /opt/venv/bin/pip check \
- && /opt/venv/bin/python -c "import sys, torch; sys.exit(f'CUDA torch {torch.__version__} in a CPU image' if torch.version.cuda else 0)" \
- && /opt/venv/bin/movierec train --help > /dev/null
+RUN /opt/venv/bin/pip check \
+ && /opt/venv/bin/python -c "import sys, torch; sys.exit(f'CUDA torch {torch.__version__} in a CPU image' if torch.version.cuda else 0)"
 
 # --- runtime: what both images share: a non-root user and its directories ---
 FROM ${PYTHON_IMAGE} AS runtime
@@ -153,6 +147,13 @@ RUN if [ "$(dpkg-query --show --showformat='${db:Status-Status}' libgomp1 2>/dev
     fi
 
 COPY --from=venv-train /opt/venv /opt/venv
+# movierec itself goes in last, in a layer of its own: a code change rebuilds a few hundred kB, not
+# the 1.2 GB environment; `pip check` fails the build if anything is missing or mismatched.
+COPY --from=wheel /wheels /tmp/wheels
+RUN pip install --no-deps --no-cache-dir --disable-pip-version-check --root-user-action=ignore /tmp/wheels/movierec-*.whl \
+ && rm -rf /tmp/wheels \
+ && pip check \
+ && movierec train --help > /dev/null
 
 USER 10001:10001
 CMD ["movierec", "train"]
@@ -164,6 +165,12 @@ LABEL org.opencontainers.image.description="movierec: the FastAPI service and th
 
 COPY --from=venv-api /opt/venv /opt/venv
 COPY --from=venv-api /opt/movierec/wheelhouse /opt/movierec/wheelhouse
+COPY --from=wheel /wheels /tmp/wheels
+RUN pip install --no-deps --no-cache-dir --disable-pip-version-check --root-user-action=ignore /tmp/wheels/movierec-*.whl \
+ && rm -rf /tmp/wheels \
+ && pip check \
+ && movierec --help > /dev/null \
+ && python -c "import importlib.util as u, sys; sys.exit('torch in the API image' if u.find_spec('torch') else 0)"
 
 USER 10001:10001
 EXPOSE 8000

@@ -121,23 +121,39 @@ def test_two_targets_the_api_last_both_on_slim_python(instructions: list[tuple[s
         assert not copy_sources(chain), f"the {target} image copies nothing from the build context"
 
 
+def image_runs(instructions: list[tuple[str, str]], target: str) -> list[str]:
+    """The RUNs that make image ``target``: those of the stage its /opt/venv is copied from (and
+    the stages that one is built FROM), then its own (and its parents')."""
+    stage = named_stages(instructions)[target]
+    venv = next(args for word, args in stage if word == "COPY" and "/opt/venv" in args)
+    source = re.search(r"--from=(\S+)", venv).group(1)
+    return [args for word, args in [*stage_chain(instructions, source), *stage_chain(instructions, target)]
+            if word == "RUN"]
+
+
 def test_the_api_image_leaves_the_train_extra_out(instructions: list[tuple[str, str]]) -> None:
-    """What the API image's virtual environment is built from installs neither torch nor the extra."""
-    by_name = named_stages(instructions)
-    api_venv = next(args for word, args in by_name["api"] if word == "COPY" and "/opt/venv" in args)
-    source = re.search(r"--from=(\S+)", api_venv).group(1)
-    runs = " ".join(args for word, args in stage_chain(instructions, source) if word == "RUN")
+    """What the API image is built from installs neither torch nor the extra, and checks that."""
+    runs = " ".join(image_runs(instructions, "api"))
     assert "torch==" not in runs and "train.txt" not in runs
     assert "find_spec('torch')" in runs, "the build checks that torch did not come in as a dependency"
-    trainer_venv = next(args for word, args in by_name["trainer"] if word == "COPY" and "/opt/venv" in args)
-    trainer_runs = " ".join(args for word, args in
-                            stage_chain(instructions, re.search(r"--from=(\S+)", trainer_venv).group(1))
-                            if word == "RUN")
+    trainer_runs = " ".join(image_runs(instructions, "trainer"))
     assert "torch==" in trainer_runs and "train.txt" in trainer_runs
 
 
+def test_movierec_goes_into_each_image_last(instructions: list[tuple[str, str]]) -> None:
+    """A code change rebuilds only a small last layer: the virtual environment is copied in before the
+    movierec wheel is installed, and the wheel comes from a stage of its own."""
+    for target in ("api", "trainer"):
+        stage = named_stages(instructions)[target]
+        words = [(word, args) for word, args in stage if word in ("COPY", "RUN")]
+        venv_at = next(i for i, (word, args) in enumerate(words) if word == "COPY" and "/opt/venv" in args)
+        install_at = next(i for i, (word, args) in enumerate(words) if word == "RUN" and "movierec-*.whl" in args)
+        assert venv_at < install_at, target
+        assert "pip check" in words[install_at][1], f"{target}: pip check after installing movierec"
+
+
 def test_torch_is_the_cpu_build_installed_before_movierec(instructions: list[tuple[str, str]]) -> None:
-    runs = [args for word, args in stage_chain(instructions, "venv-train") if word == "RUN"]
+    runs = image_runs(instructions, "trainer")
     torch_runs = [i for i, r in enumerate(runs) if "torch==" in r]
     assert torch_runs, "a RUN installs torch"
     first = runs[torch_runs[0]]
