@@ -14,17 +14,18 @@ TORCH_INDEX ?=
 # One worker per core, tests grouped by file so each module's servers and databases start once.
 PYTEST_ARGS ?= -n auto --dist loadfile
 
-.PHONY: run setup install db data import train serve test smoke bench bench-deps bench-quick bench-accuracy bench-speed bench-serving bench-plots soak clean help
+.PHONY: run setup install db data import train serve test smoke compose-up compose-down compose-test bench bench-deps bench-quick bench-accuracy bench-speed bench-serving bench-plots soak clean help
 
 help:
 	@echo "make run    set up (venv, database, MovieLens 100K, model) and serve on http://$(HOST):$(PORT)"
 	@echo "make test   run the whole test suite (SQLite and PostgreSQL)"
+	@echo "make compose-up / compose-down / compose-test   the docker compose stack on a Docker Engine"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[train,test]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -54,7 +55,7 @@ BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum < pyproject.toml | cut -d'
 BENCH_ARGS ?=
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[test,bench]"
+	$(PY) -m pip install --quiet -e ".[train,test,bench]"
 	rm -f $(VENV)/.bench-installed-*
 	touch $@
 
@@ -80,6 +81,19 @@ soak: install
 
 smoke: install
 	$(PY) -m tests.deploy.compose_replay
+
+# docker-compose.yml on a real Docker Engine (docs/deployment.md). compose-up builds what is
+# missing (stand-in base images where Docker Hub is out of reach), starts the stack and waits
+# until /ready is 200 through the proxy; compose-down stops it and keeps the volumes;
+# compose-test runs the whole scenario in a project of its own and prints what held.
+compose-up: install
+	$(PY) scripts/docker/stack.py up
+
+compose-down:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/docker/stack.py down
+
+compose-test: install
+	$(PY) scripts/docker/compose_test.py
 
 clean:
 	rm -rf var .pytest_cache

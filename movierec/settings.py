@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     keep_versions: int = Field(5, ge=1, description="How many model versions the store keeps.")
     pypi_index_url: str = Field(
         "https://pypi.org/simple",
-        description="PyPI simple index used for the MovieLens 100K fallback (the recbole wheel).",
+        description="PyPI simple index used for the MovieLens 100K fallback (the recbole wheel); "
+        "file:///DIR reads the wheel from a local directory instead.",
     )
     api_key: SecretStr | None = Field(None, description="If set, POST/DELETE need this in header X-API-Key.")
     cors_origins: Annotated[list[str], NoDecode] = Field(

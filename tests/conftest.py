@@ -101,3 +101,17 @@ def ml100k_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     cache = Path(os.environ.get("MOVIEREC_TEST_CACHE", Path.home() / ".cache" / "movierec"))
     return fetch("ml-100k", cache)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The table of what held in the compose stack on a real engine (tests/deploy/test_compose_engine.py).
+
+    Here, in the root conftest, so that pytest-xdist's controller, which prints the summary, has it.
+    """
+    for status in ("passed", "failed"):
+        for report in terminalreporter.getreports(status):
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "compose_table" and value:
+                    terminalreporter.write_sep("-", "docker compose on a real engine")
+                    terminalreporter.write_line(str(value).rstrip())
+

@@ -60,6 +60,12 @@ def train(
     os.environ.setdefault("GOMP_SPINCOUNT", "100000")
     from trainer import TrainerError
 
+    missing = missing_training_packages()
+    if missing:
+        typer.echo(f"error: movierec train needs the `train` extra, which is not installed (missing: "
+                   f"{', '.join(missing)}): pip install 'movierec[train]'", err=True)
+        raise typer.Exit(1)
+
     if bpr_weight is not None:  # the option's name before the ranking loss became a sampled softmax
         if rank_weight is not None and rank_weight != bpr_weight:
             raise typer.BadParameter("give --rank-weight only (--bpr-weight is its deprecated old name)",
@@ -72,6 +78,17 @@ def train(
     except TrainerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+#: What only training imports: the `train` extra of pyproject.toml (the API image leaves it out).
+TRAINING_PACKAGES = ("torch", "numba", "matplotlib")
+
+
+def missing_training_packages() -> list[str]:
+    """The packages of the ``train`` extra that cannot be imported here (found without importing them)."""
+    from importlib.util import find_spec
+
+    return [name for name in TRAINING_PACKAGES if find_spec(name) is None]
 
 
 def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, wd: float | None,

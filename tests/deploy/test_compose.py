@@ -8,6 +8,7 @@ would see them.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from types import ModuleType
@@ -49,8 +50,8 @@ def test_compose_parser_rejects_a_broken_file(compose_cli: str, tmp_path: Path) 
 
 
 def test_services_started_by_docker_compose_up(compose: dict[str, Any], compose_all_profiles: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"db", *MOVIEREC_SERVICES}
-    assert set(compose_all_profiles["services"]) == {"db", *MOVIEREC_SERVICES, "trainer-schedule"}
+    assert set(compose["services"]) == {"db", "proxy", *MOVIEREC_SERVICES}
+    assert set(compose_all_profiles["services"]) == {"db", "proxy", *MOVIEREC_SERVICES, "trainer-schedule"}
     assert compose_all_profiles["services"]["trainer-schedule"]["profiles"] == ["schedule"]
 
 
@@ -70,6 +71,8 @@ def test_dependency_order(compose: dict[str, Any]) -> None:
     assert deps(services["trainer"]) == {"db": "service_healthy", "seed": "service_completed_successfully"}
     # the API starts without waiting for a model: it answers 503 on /ready until the trainer is done
     assert deps(services["api"]) == {"db": "service_healthy", "migrate": "service_completed_successfully"}
+    # the proxy health-checks the replicas itself, so it needs them started, not healthy
+    assert deps(services["proxy"]) == {"api": "service_started"}
 
 
 def test_one_shot_services_do_not_restart_or_report_health(compose_all_profiles: dict[str, Any]) -> None:
@@ -81,23 +84,50 @@ def test_one_shot_services_do_not_restart_or_report_health(compose_all_profiles:
         assert services[name].get("restart", "no") == "no", name
 
 
-def test_api_healthcheck_restart_and_port(compose: dict[str, Any]) -> None:
+def test_api_replicas_are_health_checked_and_publish_no_port(compose: dict[str, Any]) -> None:
     api = compose["services"]["api"]
     test = api["healthcheck"]["test"]
     assert test[0] in ("CMD", "CMD-SHELL") and "http://127.0.0.1:8000/health" in " ".join(test)
     assert api["restart"] == "on-failure"
-    (port,) = api["ports"]
-    assert port["target"] == 8000 and port["published"] == "8000" and port["host_ip"] == "127.0.0.1"
+    assert not api.get("ports"), "replicas are reached through the proxy; a published port allows one replica"
     assert "container_name" not in api, "a fixed container name makes `--scale api=N` impossible"
     assert api["command"][:2] == ["movierec", "serve"]
     assert api["command"][api["command"].index("--port") + 1] == "8000"
     assert api["command"][api["command"].index("--host") + 1] == "0.0.0.0"
 
 
-def test_api_port_is_configurable_for_scaling(smoke_module: ModuleType, compose_cli: str) -> None:
-    env = {"PATH": os.environ["PATH"], "API_PORT": "8000-8002"}
-    api = smoke_module.load_compose(REPO / "docker-compose.yml", env=env)["services"]["api"]
-    assert api["ports"][0]["published"] == "8000-8002"
+def test_the_proxy_is_the_one_entry_point_on_loopback(compose: dict[str, Any]) -> None:
+    proxy = compose["services"]["proxy"]
+    (port,) = proxy["ports"]
+    assert port["published"] == "8000" and port["host_ip"] == "127.0.0.1"
+    published = [s for s, cfg in compose["services"].items() if cfg.get("ports")]
+    assert published == ["proxy"], f"only the proxy publishes a port, not {published}"
+    config = (Path(proxy["build"]["context"]) / "haproxy.cfg").read_text()
+    # it listens where the port is published, and balances over every replica of `api` on its port
+    assert re.search(rf"^\s*bind\s+:{port['target']}\s*$", config, re.M)
+    assert re.search(r"^\s*server-template\s+api\s+\d+\s+api:8000\b", config, re.M)
+    # found through Docker's DNS, so `--scale` changes are seen, and each replica health-checked
+    assert "nameserver dns 127.0.0.11:53" in config and "resolvers docker" in config
+    assert re.search(r"option httpchk GET /health", config) and re.search(r"default-server .*\bcheck\b", config)
+
+
+def test_api_port_is_the_proxys(smoke_module: ModuleType, compose_cli: str) -> None:
+    env = {"PATH": os.environ["PATH"], "API_PORT": "9123"}
+    model = smoke_module.load_compose(REPO / "docker-compose.yml", env=env)
+    assert model["services"]["proxy"]["ports"][0]["published"] == "9123"
+
+
+def test_base_images_are_variables_with_official_defaults(smoke_module: ModuleType, compose_cli: str,
+                                                         compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["db"]["image"] == "postgres:16"
+    assert services["proxy"]["build"]["args"] == {"PROXY_IMAGE": "haproxy:2.8"}
+    for name in ("migrate", "seed", "api", "trainer"):
+        assert services[name]["build"]["args"] == {"PYTHON_IMAGE": "python:3.11-slim"}, name
+    env = {"PATH": os.environ["PATH"], "PYTHON_IMAGE": "py:x", "POSTGRES_IMAGE": "pg:x", "PROXY_IMAGE": "hap:x"}
+    other = smoke_module.load_compose(REPO / "docker-compose.yml", env=env)["services"]
+    assert other["db"]["image"] == "pg:x" and other["proxy"]["build"]["args"] == {"PROXY_IMAGE": "hap:x"}
+    assert {other[name]["build"]["args"]["PYTHON_IMAGE"] for name in ("migrate", "seed", "api", "trainer")} == {"py:x"}
 
 
 def test_model_store_volume_is_shared_by_trainer_and_api(compose_all_profiles: dict[str, Any]) -> None:
@@ -152,19 +182,25 @@ def test_smoke_run_ignores_the_callers_configuration(smoke_module: ModuleType, m
     assert env["MOVIEREC_PYPI_INDEX_URL"] == "https://mirror.example/simple" and "PATH" in env
 
 
-def test_every_movierec_service_runs_the_image_built_here(compose_all_profiles: dict[str, Any]) -> None:
-    images = set()
+def test_movierec_services_run_the_two_images_built_here(compose_all_profiles: dict[str, Any]) -> None:
+    """The API image (no training packages) for everything but training; the trainer image for training."""
+    targets = {}
     for name in (*MOVIEREC_SERVICES, "trainer-schedule"):
         service = compose_all_profiles["services"][name]
         assert Path(service["build"]["context"]) == REPO and service["build"]["dockerfile"] == "Dockerfile"
-        images.add(service["image"])
-    assert len(images) == 1, f"one image for every program, found {images}"
+        targets.setdefault(service["build"]["target"], set()).add((name, service["image"]))
+    assert {name for name, _ in targets["api"]} == {"migrate", "seed", "api"}
+    assert {name for name, _ in targets["trainer"]} == {"trainer", "trainer-schedule"}
+    for target, services in targets.items():
+        assert len({image for _, image in services}) == 1, f"one image per target: {services}"
+    assert {image for _, image in targets["api"]} == {"movierec:local"}
+    assert {image for _, image in targets["trainer"]} == {"movierec-trainer:local"}
 
 
 def movierec_commands(smoke_module: ModuleType, model: dict[str, Any]) -> list[tuple[str, list[str]]]:
     out = []
     for name, service in model["services"].items():
-        if name == "db":
+        if name in ("db", "proxy"):
             continue
         argv = [smoke_module.unescape(str(a)) for a in service["command"]]
         env = {k: smoke_module.unescape(str(v)) for k, v in service["environment"].items() if v is not None}

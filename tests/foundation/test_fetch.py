@@ -109,3 +109,44 @@ def test_wheel_with_wrong_sha256_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="pinned"):
         fetch("ml-100k", tmp_path, client=httpx.Client(transport=httpx.MockTransport(handler)))
     assert list(tmp_path.iterdir()) == []
+
+
+def _fake_recbole_wheel() -> bytes:
+    base = "recbole/dataset_example/ml-100k/ml-100k."
+    return _zip({base + "inter": b"user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t1\t5\t874965758\n",
+                 base + "item": b"item_id:token\ttitle\tyear\tclass\n1\tToy Story\t1995\tAnimation Comedy\n",
+                 base + "user": b"user_id:token\tage\tgender\toccupation\tzip\n1\t24\tM\ttechnician\t85711\n"})
+
+
+@pytest.mark.parametrize("layout", ["flat", "pep503"])
+def test_local_index_directory_is_read_first_without_any_request(tmp_path: Path, monkeypatch, layout: str) -> None:
+    """MOVIEREC_PYPI_INDEX_URL=file:///DIR: the wheel is read from DIR, before GroupLens is even asked."""
+    wheel = _fake_recbole_wheel()
+    index = tmp_path / "wheelhouse"
+    where = index / "recbole" if layout == "pep503" else index
+    where.mkdir(parents=True)
+    (where / fetch_module.RECBOLE_WHEEL).write_bytes(wheel)
+    udata = b"1\t1\t5\t874965758\n"
+    monkeypatch.setattr(fetch_module, "RECBOLE_WHEEL_SHA256", hashlib.sha256(wheel).hexdigest())
+    monkeypatch.setattr(fetch_module, "ML100K_UDATA_SHA256", hashlib.sha256(udata).hexdigest())
+    client = httpx.Client(transport=httpx.MockTransport(_refuse_all))
+    path = fetch("ml-100k", tmp_path / "data", index_url=index.as_uri(), client=client)
+    assert (path / "u.data").read_bytes() == udata
+    assert (path / "u.item").read_text(encoding="latin-1").startswith("1|Toy Story (1995)|01-Jan-1995|||0|0|0|1|")
+    assert index.as_uri() in (path / COMPLETE_MARKER).read_text()
+
+
+def test_local_index_without_the_wheel_names_the_directory(tmp_path: Path) -> None:
+    client = httpx.Client(transport=httpx.MockTransport(_refuse_all))
+    with pytest.raises(FetchError) as info:
+        fetch("ml-100k", tmp_path / "data", index_url=(tmp_path / "empty").as_uri(), client=client)
+    message = str(info.value)
+    assert f"{tmp_path / 'empty'}/recbole-1.2.1-py3-none-any.whl" in message and "files.grouplens.org" in message
+    assert not (tmp_path / "data" / "ml-100k").exists()
+
+
+def test_local_index_wheel_is_still_checked_against_its_pin(tmp_path: Path) -> None:
+    (tmp_path / fetch_module.RECBOLE_WHEEL).write_bytes(_fake_recbole_wheel())
+    client = httpx.Client(transport=httpx.MockTransport(_refuse_all))
+    with pytest.raises(FetchError, match="pinned"):
+        fetch("ml-100k", tmp_path / "data", index_url=tmp_path.as_uri(), client=client)

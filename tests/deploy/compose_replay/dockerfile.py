@@ -1,4 +1,4 @@
-"""What the runtime stage of the Dockerfile gives a container: ENV, WORKDIR, CMD, ENTRYPOINT."""
+"""What a stage of the Dockerfile gives a container: ENV, WORKDIR, CMD, ENTRYPOINT."""
 
 from __future__ import annotations
 
@@ -36,12 +36,30 @@ def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def read_image_config(dockerfile: Path) -> ImageConfig:
-    """ENV, WORKDIR, CMD and ENTRYPOINT of the final stage of ``dockerfile``."""
+def read_image_config(dockerfile: Path, target: str | None = None) -> ImageConfig:
+    """ENV, WORKDIR, CMD and ENTRYPOINT of stage ``target`` of ``dockerfile`` (default: the last),
+    including what it inherits from the stages it is built FROM."""
     instructions = dockerfile_instructions(dockerfile.read_text())
-    last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    stages: dict[str, tuple[str, list[tuple[str, str]]]] = {}  # name -> (parent, instructions)
+    order: list[str] = []
+    for word, args in instructions:
+        if word == "FROM":
+            words = args.split()
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else str(len(order))
+            stages[name] = (words[0], [])
+            order.append(name)
+        elif order:
+            stages[order[-1]][1].append((word, args))
+    name = target or order[-1]
+    if name not in stages:
+        raise ValueError(f"{dockerfile} has no stage {name!r}")
+    chain: list[tuple[str, str]] = []
+    while name in stages:
+        parent, own = stages[name]
+        chain = own + chain
+        name = parent
     image = ImageConfig()
-    for word, args in instructions[last_from + 1:]:
+    for word, args in chain:
         if word == "ENV":
             tokens = shlex.split(args)
             if tokens and "=" not in tokens[0]:  # legacy `ENV KEY value`

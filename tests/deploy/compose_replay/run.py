@@ -17,7 +17,7 @@ from typing import Any
 
 from .common import SmokeError, log
 from .compose import compose_command, load_compose
-from .dockerfile import read_image_config
+from .dockerfile import ImageConfig, read_image_config
 from .stack import Stack
 
 
@@ -162,10 +162,15 @@ def smoke(compose_file: Path, admin_url: str, timeout: float = 600, ready_timeou
     deadline = started + timeout
     model = load_compose(compose_file)
     log(f"{compose_file.name}: services {', '.join(model['services'])} (parsed by {shlex.join(compose_command())})")
-    build = next((s["build"] for s in model["services"].values() if s.get("build")), None)
-    context = Path(build["context"]) if build else compose_file.parent
-    dockerfile = context / (build.get("dockerfile") or "Dockerfile" if build else "Dockerfile")
-    image = read_image_config(dockerfile)
+    # What each build target of the services' images gives a container (the proxy is not run).
+    image: dict[str | None, ImageConfig] = {}
+    for service in model["services"].values():
+        build = service.get("build")
+        if build and "PROXY_IMAGE" not in (build.get("args") or {}):
+            dockerfile = Path(build["context"]) / (build.get("dockerfile") or "Dockerfile")
+            image.setdefault(build.get("target"), read_image_config(dockerfile, build.get("target")))
+    if not image:
+        image[None] = read_image_config(compose_file.parent / "Dockerfile")
     root = Path(workdir or tempfile.mkdtemp(prefix="movierec-smoke-"))
     root.mkdir(parents=True, exist_ok=True)
     ok = False

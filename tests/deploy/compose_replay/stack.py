@@ -33,7 +33,7 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path = Path(".")
     log_path: Path = Path("/dev/null")
-    replaced: bool = False  # the PostgreSQL service, played by the local server
+    replaced: bool = False  # the PostgreSQL service (the local server) or the proxy (a direct port)
     proc: subprocess.Popen[bytes] | None = None
     state: str = "pending"  # pending, running, healthy, exited
     exit_code: int | None = None
@@ -72,9 +72,11 @@ def free_port() -> int:
 class Stack:
     """The compose services of one smoke run, their processes and their states."""
 
-    def __init__(self, model: dict[str, Any], image: ImageConfig, root: Path, db_url: Any) -> None:
+    def __init__(self, model: dict[str, Any], image: ImageConfig | dict[str | None, ImageConfig], root: Path,
+                 db_url: Any) -> None:
+        """``image``: what the image gives a container, or that per build target (None: the default)."""
         self.model = model
-        self.image = image
+        self.images = image if isinstance(image, dict) else {None: image}
         self.root = root
         self.db_url = db_url
         self.services = {name: Service(name, cfg) for name, cfg in model["services"].items()}
@@ -82,8 +84,16 @@ class Stack:
         self.http_service: Service | None = None
         self.base_url = ""
         self.replaced_hosts = {s.name for s in self.services.values() if self._is_postgres(s)}
+        self.proxies = {s.name for s in self.services.values() if self._is_proxy(s)}
         for svc in self.services.values():
             self._prepare(svc)
+        for name in self.proxies:
+            self._publish_through(self.services[name])
+
+    @staticmethod
+    def _is_proxy(svc: Service) -> bool:
+        """The load-balancing proxy (built FROM ${PROXY_IMAGE}): played by a direct port to its upstream."""
+        return "PROXY_IMAGE" in ((svc.config.get("build") or {}).get("args") or {})
 
     @staticmethod
     def _is_postgres(svc: Service) -> bool:
@@ -130,11 +140,12 @@ class Stack:
         return text
 
     def _prepare(self, svc: Service) -> None:
-        if svc.name in self.replaced_hosts:
+        if svc.name in self.replaced_hosts or svc.name in self.proxies:
             svc.replaced = True
             return
         cfg = svc.config
-        env: dict[str, str] = {k: v for k, v in self.image.env.items() if k != "PATH"}
+        image = self.images.get((cfg.get("build") or {}).get("target"), self.images.get(None, ImageConfig()))
+        env: dict[str, str] = {k: v for k, v in image.env.items() if k != "PATH"}
         for key, value in (cfg.get("environment") or {}).items():
             if value is not None:  # `KEY:` with nothing set in the caller's environment: unset
                 env[key] = unescape(str(value))
@@ -143,14 +154,14 @@ class Stack:
                 env[key] = str(self.host_path(svc, value))
             else:
                 env[key] = self._rewrite_url(value)
-        workdir = cfg.get("working_dir") or self.image.workdir
+        workdir = cfg.get("working_dir") or image.workdir
         svc.cwd = self.host_path(svc, workdir)
         # In this image the runtime user's home is its WORKDIR.
         base = {"PATH": f"{BIN}{os.pathsep}/usr/local/bin:/usr/bin:/bin", "HOME": str(svc.cwd), "LANG": "C.UTF-8"}
         base.update({k: os.environ[k] for k in PASS_THROUGH if k in os.environ})
         svc.env = {**base, **env}
-        entrypoint = cfg.get("entrypoint") if cfg.get("entrypoint") is not None else self.image.entrypoint
-        command = cfg.get("command") if cfg.get("command") is not None else self.image.cmd
+        entrypoint = cfg.get("entrypoint") if cfg.get("entrypoint") is not None else image.entrypoint
+        command = cfg.get("command") if cfg.get("command") is not None else image.cmd
         argv = [unescape(str(a)) for a in [*(entrypoint or []), *(command or [])]]
         if not argv:
             raise SmokeError(f"service {svc.name} has no command")
@@ -160,13 +171,26 @@ class Stack:
         if cfg.get("ports"):
             self._publish(svc)
 
-    def _publish(self, svc: Service) -> None:
-        ports = svc.config["ports"]
-        if len(ports) != 1:
-            raise SmokeError(f"service {svc.name}: the smoke run maps exactly one published port, found {ports}")
+    def _publish_through(self, proxy: Service) -> None:
+        """The proxy's published port goes straight to the one service it forwards to (one replica)."""
+        upstream = list(proxy.depends_on())
+        if len(upstream) != 1 or upstream[0] not in self.services:
+            raise SmokeError(f"proxy {proxy.name} must depend on exactly the service it forwards to, not {upstream}")
+        svc = self.services[upstream[0]]
+        argv = svc.compose_argv
+        if "--port" not in argv[:-1]:
+            raise SmokeError(f"service {svc.name}: no `--port` in its command {argv}")
+        self._publish(svc, int(argv[argv.index("--port") + 1]))
+
+    def _publish(self, svc: Service, target: int | None = None) -> None:
+        if target is None:
+            ports = svc.config["ports"]
+            if len(ports) != 1:
+                raise SmokeError(f"service {svc.name}: the smoke run maps exactly one published port, found {ports}")
+            target = int(ports[0]["target"])
         if self.http_service is not None:
             raise SmokeError("more than one service publishes a port")
-        target, host_port = int(ports[0]["target"]), free_port()
+        host_port = free_port()
         argv = list(svc.argv)
         for i, arg in enumerate(argv[:-1]):
             if arg == "--port" and argv[i + 1] == str(target):
@@ -211,6 +235,10 @@ class Stack:
     # -- processes --
 
     def start(self, svc: Service) -> None:
+        if svc.name in self.proxies:
+            svc.state, svc.started_at = "healthy", time.monotonic()
+            log(f"{svc.name}: played by {self.base_url}, straight to {self.http_service.name if self.http_service else '?'}")
+            return
         if svc.replaced:
             self._wait_local_postgres(svc)
             return
