@@ -127,7 +127,8 @@ def recommend(state: ServingState | None, popularity: Popularity, user_id: int, 
             if excluded:
                 rows, found = model.movie_rows(np.fromiter(excluded, dtype=np.int64, count=len(excluded)))
                 allowed[rows[found]] = False
-            rows, scores = model.top_for_user(user, n, allowed)
+            rated, known = model.movie_rows(ratings.movie_ids)  # the item term's input (scoring.py)
+            rows, scores = model.top_for_user(user, n, allowed, rated[known])
             return RecommendationResult(user_id, _scored(state, rows, scores), user.source, True, model.version)
     top = popularity.top(n, genre=filters.genre, min_year=filters.min_year, exclude=excluded)
     return RecommendationResult(user_id, [ScoredMovie(**item) for item in top], "popularity", False,

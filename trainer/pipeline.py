@@ -27,6 +27,7 @@ from trainer import GateRefusedError, NoDataError, TrainerError
 from trainer.data import Ratings
 from trainer.fit import FitParams, Progress, fit
 from trainer.gate import DEFAULT_TOLERANCE, GateDecision, check
+from trainer.itemitem import term_for, term_manifest, with_item_term
 from trainer.metrics import K, RELEVANT_AT, BiasBaseline, popularity_scores, ranking_metrics, rating_metrics
 from trainer.models import RATING_SCALE, store_tensors
 from trainer.report import report_writer
@@ -78,7 +79,9 @@ def evaluate(data: Ratings, params: FitParams, progress: Progress | None = None,
     log(f"evaluation 2/2: each user's latest {LATEST_TEST_FRACTION:.0%} held out ({len(test)} ratings)")
     model, _ = fit(train, params, progress=progress)
     if len(test):
-        ranking = ranking_metrics(train, test, model.rank_scores)
+        # Ranked as the API ranks: the model's score plus the item term of the training ratings.
+        scorer = with_item_term(model.rank_scores, term_for(train, params), train.user, train.movie, train.n_users)
+        ranking = ranking_metrics(train, test, scorer)
         metrics.update({k: v for k, v in ranking.items() if k != "users"})
         metrics["ranking_users"] = ranking["users"]
         pop = popularity_scores(train)
@@ -104,6 +107,9 @@ def train_and_publish(
     log("refit on all ratings")
     model, refit_history = fit(data, params, progress=progress)
     tensors = store_tensors(model, data.user_ids, data.movie_ids)
+    term = term_for(data, params)
+    if term is not None:
+        tensors.update(term.tensors())
     manifest: dict[str, Any] = {
         "kind": params.model,
         "factors": params.factors,
@@ -125,6 +131,9 @@ def train_and_publish(
         "refit": REFIT,
         "history": {"evaluation": history, "refit": refit_history.to_dict()},
     }
+    term_info = term_manifest(params, term, data.n_movies)
+    if term_info is not None:
+        manifest["item_term"] = term_info
     try:
         current_version = store.current_version()
         current = store.read_manifest(current_version) if current_version is not None else None
