@@ -46,6 +46,11 @@ def train(
     source: Annotated[Optional[Path], typer.Option(
         help="Train from a MovieLens directory or u.data file instead of the database.")] = None,
     store: Annotated[Optional[Path], typer.Option(help="Model store (default MOVIEREC_MODEL_STORE).")] = None,
+    init_from: Annotated[Optional[str], typer.Option(
+        "--init-from", help="nn only: start from the embeddings of this dot model (store version number or "
+        "version directory).")] = None,
+    freeze_embeddings: Annotated[bool, typer.Option(
+        "--freeze-embeddings", help="With --init-from: keep the embeddings fixed (only the MLP learns).")] = False,
     bpr_weight: Annotated[Optional[float], typer.Option(
         min=0.0, hidden=True, help="Deprecated: the old name of --rank-weight.")] = None,
 ) -> None:
@@ -72,9 +77,14 @@ def train(
                                      param_hint="--bpr-weight")
         typer.echo("warning: --bpr-weight is deprecated, use --rank-weight", err=True)
         rank_weight = bpr_weight
+    if freeze_embeddings and init_from is None:
+        raise typer.BadParameter("--freeze-embeddings needs --init-from", param_hint="--freeze-embeddings")
+    if init_from is not None and model is not ModelKind.nn:
+        raise typer.BadParameter("--init-from starts an nn model from a dot model's embeddings: use --model nn",
+                                 param_hint="--init-from")
     try:
         _run(model.value, factors, epochs, lr, wd, batch_size, rank_weight, seed, force, tolerance, source, store,
-             rank_sample)
+             rank_sample, init_from, freeze_embeddings)
     except TrainerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -93,7 +103,8 @@ def missing_training_packages() -> list[str]:
 
 def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, wd: float | None,
          batch_size: int | None, rank_weight: float | None, seed: int, force: bool, tolerance: float | None,
-         source: Path | None, store_path: Path | None, rank_sample: float | None = None) -> None:
+         source: Path | None, store_path: Path | None, rank_sample: float | None = None,
+         init_from: str | None = None, freeze_embeddings: bool = False) -> None:
     from movierec.settings import get_settings
     from movierec.store import ModelStore
     from trainer.data import load_db, load_files
@@ -109,6 +120,7 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
         if value is not None:
             setattr(params, name, value)
     params.seed = seed
+    params.init_from, params.freeze_embeddings = init_from, freeze_embeddings
     store = ModelStore(store_path or settings.model_store)
     if source is not None:
         def load():  # type: ignore[no-untyped-def]

@@ -97,10 +97,11 @@ def item_term(user: np.ndarray, movie: np.ndarray, n_users: int, n_movies: int, 
 
 
 def rated_rows(user: np.ndarray, movie: np.ndarray, n_users: int) -> list[np.ndarray]:
-    """Each user's rated movie rows (index = user row)."""
-    order = np.argsort(user, kind="stable")
-    ptr = np.concatenate(([0], np.cumsum(np.bincount(user, minlength=n_users))))
-    movies = np.asarray(movie)[order]
+    """Each user's distinct rated movie rows, sorted (index = user row)."""
+    width = int(np.max(movie, initial=0)) + 1
+    key = np.unique(np.asarray(user, np.int64) * width + np.asarray(movie, np.int64))
+    users, movies = key // width, key % width
+    ptr = np.concatenate(([0], np.cumsum(np.bincount(users, minlength=n_users))))
     return [movies[ptr[u]:ptr[u + 1]] for u in range(n_users)]
 
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ import movierec
 from movierec.store import ModelStore, StoreError
 from trainer import GateRefusedError, NoDataError, TrainerError
 from trainer.data import Ratings
-from trainer.fit import FitParams, Progress, fit
+from trainer.fit import Embeddings, FitParams, Progress, defaults_for, fit
+from trainer.fit.init import load_embeddings
 from trainer.gate import DEFAULT_TOLERANCE, GateDecision, check
 from trainer.itemitem import term_for, term_manifest, with_item_term
 from trainer.metrics import K, RELEVANT_AT, BiasBaseline, popularity_scores, ranking_metrics, rating_metrics
@@ -39,6 +41,8 @@ REFIT = "all ratings: the published model is retrained from scratch on every rat
         "and seed; metrics are held-out estimates from the evaluation fits"
 
 Log = Callable[[str], None]
+#: The embeddings an ``nn`` fit on a training part starts from (``--init-from``).
+InitFor = Callable[[Ratings], Embeddings]
 
 
 @dataclass
@@ -60,15 +64,19 @@ def evaluation_protocol() -> dict[str, Any]:
     }
 
 
-def evaluate(data: Ratings, params: FitParams, progress: Progress | None = None,
-             log: Log = lambda _m: None) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[float]]]:
-    """Held-out metrics, baseline metrics and the random-split run's curves."""
+def evaluate(data: Ratings, params: FitParams, progress: Progress | None = None, log: Log = lambda _m: None,
+             init_for: InitFor | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[float]]]:
+    """Held-out metrics, baseline metrics and the random-split run's curves.
+
+    ``init_for(train)``: the embeddings an ``nn`` fit on ``train`` starts from (``--init-from``); they
+    must come from that same training part, so that no held-out rating leaks into the estimate.
+    """
     metrics: dict[str, Any] = {}
     baselines: dict[str, Any] = {}
     mask = random_split(data)
     train, test = data.subset(~mask), data.subset(mask)
     log(f"evaluation 1/2: random {RANDOM_TEST_FRACTION:.0%} held out ({len(test)} ratings)")
-    model, history = fit(train, params, valid=test, progress=progress)
+    model, history = fit(train, params, valid=test, progress=progress, init=init_for(train) if init_for else None)
     if len(test):
         metrics.update(rating_metrics(model.predict(test.user, test.movie), test.rating))
         base = BiasBaseline().fit(train)
@@ -77,7 +85,7 @@ def evaluate(data: Ratings, params: FitParams, progress: Progress | None = None,
     mask = latest_split(data)
     train, test = data.subset(~mask), data.subset(mask)
     log(f"evaluation 2/2: each user's latest {LATEST_TEST_FRACTION:.0%} held out ({len(test)} ratings)")
-    model, _ = fit(train, params, progress=progress)
+    model, _ = fit(train, params, progress=progress, init=init_for(train) if init_for else None)
     if len(test):
         # Ranked as the API ranks: the model's score plus the item term of the training ratings.
         scorer = with_item_term(model.rank_scores, term_for(train, params), train.user, train.movie, train.n_users)
@@ -102,10 +110,14 @@ def train_and_publish(
     if len(data) < MIN_RATINGS:
         raise NoDataError(f"only {len(data)} ratings: need at least {MIN_RATINGS} to train and evaluate")
     log(f"data: {len(data)} ratings, {data.n_users} users, {data.n_movies} movies (from {source})")
-    metrics, baselines, history = evaluate(data, params, progress, log)
+    init, init_for = None, None
+    if params.init_from is not None:
+        init, init_for = _init_source(params, store, log)
+        params = dataclasses.replace(params, factors=init.factors)  # the embeddings decide
+    metrics, baselines, history = evaluate(data, params, progress, log, init_for)
     _log_metrics(log, metrics, baselines)
     log("refit on all ratings")
-    model, refit_history = fit(data, params, progress=progress)
+    model, refit_history = fit(data, params, progress=progress, init=init)
     tensors = store_tensors(model, data.user_ids, data.movie_ids)
     term = term_for(data, params)
     if term is not None:
@@ -153,6 +165,27 @@ def train_and_publish(
     except (OSError, StoreError) as exc:
         raise TrainerError(f"publishing to {store.root} failed, store unchanged: {exc}") from exc
     return TrainResult(manifest, version, decision, time.perf_counter() - start)
+
+
+def _init_source(params: FitParams, store: ModelStore, log: Log) -> tuple[Embeddings, InitFor]:
+    """``--init-from``: the source version's embeddings (for the refit) and, for the evaluation fits,
+    a ``dot`` fit with the source's own parameters on each training part."""
+    if params.model != "nn":
+        raise TrainerError("--init-from starts an nn model from a dot model's embeddings; use it with --model nn")
+    embeddings, manifest = load_embeddings(str(params.init_from), store.root)
+    try:
+        dot_params = FitParams.from_dict(manifest.get("params") or {})
+    except TypeError:  # a manifest from another code version: its recorded parameters are not ours
+        dot_params = defaults_for("dot")
+    dot_params = dataclasses.replace(dot_params, model="dot", seed=params.seed)
+    log(f"nn starts from the embeddings of version {manifest.get('version')} ({embeddings.factors} factors, "
+        f"{'frozen' if params.freeze_embeddings else 'fine-tuned'}); evaluation fits refit that dot model per split")
+
+    def init_for(train: Ratings) -> Embeddings:
+        dot, _ = fit(train, dot_params)
+        return Embeddings.of_model(dot, train.user_ids, train.movie_ids)
+
+    return embeddings, init_for
 
 
 def _log_metrics(log: Log, metrics: dict[str, Any], baselines: dict[str, Any]) -> None:
