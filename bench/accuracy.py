@@ -14,6 +14,7 @@ accuracy.json (``--out`` another name; a partial run never overwrites the full r
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -87,6 +88,8 @@ def evaluate(system: S.System, fold: P.Fold) -> dict | None:
         return None
     if fold.protocol != "random" and not system.ranking:
         return None
+    if fold.protocol == "cold" and type(system).fold_in is S.System.fold_in:
+        return None  # cannot place a user it was not trained on: nothing to fit
     lo, hi = float(fold.train.rating.min()), float(fold.train.rating.max())
     with C.Timer() as t:
         system.fit(fold.train, fold.seed)
@@ -131,6 +134,22 @@ def run(split: str, protocols: list[str], n_folds: int | None, only: list[str] |
     results["seconds"] = time.perf_counter() - t_start
     results["load"] = os.getloadavg()[0]
     return results
+
+
+def merge(parts: list[dict]) -> dict:
+    """Several runs on the same split (e.g. baselines and ours run apart) as one result."""
+    if len({p["split"] for p in parts}) != 1:
+        raise SystemExit("--merge: the runs are on different splits")
+    out = {**parts[0], "systems": {}, "folds": {}, "notes": [], "protocols": []}
+    for p in parts:
+        out["systems"].update(p["systems"])
+        out["folds"].update(p["folds"])
+        out["notes"] += [n for n in p["notes"] if n not in out["notes"]]
+        out["protocols"] += [x for x in p["protocols"] if x not in out["protocols"]]
+    out["seconds"] = sum(p["seconds"] for p in parts)
+    out["load"] = max(p.get("load", 0.0) for p in parts)
+    out["environment"] = parts[-1]["environment"]
+    return out
 
 
 def values(entry: dict, protocol: str, key: str) -> list[float]:
@@ -206,7 +225,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", nargs="+", help="substrings of system names to run")
     ap.add_argument("--torch-threads", type=int, default=1, help="threads for torch/numba systems")
     ap.add_argument("--out", default=None, help="result file name (default accuracy)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="render these runs' results (same split) as one "
+                    "table set into bench/results/accuracy.md instead of running")
     args = ap.parse_args(argv)
+    if args.merge:
+        merged = merge([json.loads(Path(p).read_text()) for p in args.merge])
+        C.save_part("accuracy", False, render(merged), merged)
+        return
     res = run(args.split, args.protocols, 1 if args.quick else args.folds, args.only, args.torch_threads)
     text = render(res)
     partial = bool(args.quick or args.only or args.folds or args.split != "evaluation"

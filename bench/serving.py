@@ -73,8 +73,11 @@ def cli(args: list[str], env: dict[str, str], log: Path) -> float:
 
 
 def publish_synthetic(store: Path, user_ids: np.ndarray, movie_ids: np.ndarray, n_ratings: int,
-                      max_rated_at: int, seed: int = 0) -> int:
-    """A ``dot`` model of random factors for these ids (k=64), published as the current version."""
+                      max_rated_at: int, seed: int = 0, item_neighbours: int = 0) -> int:
+    """A ``dot`` model of random factors for these ids (k=64), published as the current version;
+    with ``item_neighbours`` > 0 also an item-item term of that many random neighbours per movie
+    (the shape the trainer publishes, ``trainer.itemitem``)."""
+    from movierec.item_term import ItemTerm
     from movierec.store import ModelStore
 
     rng = np.random.default_rng(seed)
@@ -87,6 +90,13 @@ def publish_synthetic(store: Path, user_ids: np.ndarray, movie_ids: np.ndarray, 
         "movie_bias": rng.normal(0, 0.1, m).astype(np.float32),
         "rank_bias": rng.normal(0, 0.1, m).astype(np.float32),
     }
+    if item_neighbours > 0:
+        k = min(item_neighbours, m)
+        cols = np.sort(np.argsort(rng.random((m, m)), axis=1)[:, :k], axis=1) if m <= 5000 else \
+            np.sort(rng.integers(0, m, (m, k)), axis=1)
+        term = ItemTerm(np.arange(0, m * k + 1, k, dtype=np.int64), cols.ravel().astype(np.int32),
+                        rng.normal(0, 0.05, m * k).astype(np.float32))
+        tensors.update(term.tensors())
     manifest = {"kind": "dot", "factors": K, "y_range": [0.0, 5.5], "rating_scale": [0.5, 5.0], "global_bias": 0.5,
                 "counts": {"users": n, "movies": m, "ratings": n_ratings},
                 "data": {"ratings": n_ratings, "max_rated_at": int(max_rated_at)},
@@ -94,15 +104,22 @@ def publish_synthetic(store: Path, user_ids: np.ndarray, movie_ids: np.ndarray, 
     return ModelStore(store).publish(tensors, manifest)
 
 
-def setup_100k(db_url: str, store: Path | None, log: Path) -> dict:
-    """Migrate ``db_url``, import MovieLens 100K; publish the model into ``store`` when given."""
+def setup_100k(db_url: str, store: Path | None, log: Path, plain_store: Path | None = None) -> dict:
+    """Migrate ``db_url``, import MovieLens 100K; publish the model into ``store`` when given (with the
+    item term the trainer's defaults publish), and the same model without it into ``plain_store``."""
     folder, how = C.ml100k_dir()
     env = env_for(db_url, store or WORK / "unused-store")
     t = cli(["db", "upgrade"], env, log)
     t += cli(["import", "movielens", str(folder)], env, log)
     raw = np.loadtxt(folder / "u.data", dtype=np.int64, delimiter="\t")
     if store is not None:
-        publish_synthetic(store, np.unique(raw[:, 0]), np.unique(raw[:, 1]), len(raw), int(raw[:, 3].max()))
+        from trainer.fit import defaults_for
+
+        neighbours = defaults_for("dot").item_neighbours
+        publish_synthetic(store, np.unique(raw[:, 0]), np.unique(raw[:, 1]), len(raw), int(raw[:, 3].max()),
+                          item_neighbours=neighbours)
+    if plain_store is not None:
+        publish_synthetic(plain_store, np.unique(raw[:, 0]), np.unique(raw[:, 1]), len(raw), int(raw[:, 3].max()))
     return {"users": int(raw[:, 0].max()), "movies": int(raw[:, 1].max()), "setup_s": t, "source": str(folder)}
 
 
@@ -236,7 +253,8 @@ def run(duration: float, conns: list[int], postgres: bool) -> dict:
     print("setting up SQLite 100K ...", flush=True)
     store100 = WORK / "store-100k"
     db100 = f"sqlite:///{WORK / 'ml100k.db'}"
-    info["100k"] = s100 = setup_100k(db100, store100, log)
+    store100_plain = WORK / "store-100k-plain"
+    info["100k"] = s100 = setup_100k(db100, store100, log, store100_plain)
     print("setting up SQLite 60k movies ...", flush=True)
     store60 = WORK / "store-60k"
     info["60k"] = s60 = setup_60k(f"sqlite:///{WORK / 'synthetic60k.db'}", store60, log)
@@ -250,6 +268,9 @@ def run(duration: float, conns: list[int], postgres: bool) -> dict:
         measure("GET /predict (100K)", srv, "predict.lua", read_env, conns, duration, results)
         measure("GET /recommend (100K)", srv, "recommend.lua", read_env, conns, duration, results)
         measure("POST /ratings (SQLite)", srv, "ratings.lua", write_env, conns, duration, results)
+    # The same model without the item-item term: what the term costs /recommend (same run, same database).
+    with Server(serve, env_for(db100, store100_plain), log, "/ready") as srv:
+        measure("GET /recommend (100K, no item term)", srv, "recommend.lua", read_env, conns, duration, results)
     with Server(serve, env_for(f"sqlite:///{WORK / 'synthetic60k.db'}", store60), log, "/ready") as srv:
         measure("GET /recommend (60k movies)", srv, "recommend.lua",
                 {"MAX_USER": str(s60["users"]), "SEED": "1"}, conns, duration, results)

@@ -33,6 +33,16 @@ class ItemTerm:
     indices: np.ndarray  # (nnz,) int32
     weights: np.ndarray  # (nnz,) float32
 
+    def __post_init__(self) -> None:
+        # Rows of one common length (what the trainer stores: k neighbours each) can be gathered as a
+        # 2-d view in one fancy-indexing step, several times faster than the general CSR gather.
+        lengths = np.diff(self.indptr) if self.indptr.size > 1 else np.zeros(0, np.int64)
+        width = int(lengths[0]) if lengths.size and np.all(lengths == lengths[0]) else -1
+        grid = None
+        if width > 0:
+            grid = (self.indices.reshape(-1, width), self.weights.reshape(-1, width))
+        object.__setattr__(self, "_grid", grid)
+
     @property
     def n_movies(self) -> int:
         return int(self.indptr.size - 1)
@@ -95,6 +105,10 @@ class ItemTerm:
         rows = np.asarray(rated_rows, dtype=np.int64)
         if rows.size == 0:
             return np.zeros(self.n_movies, dtype=np.float32)
+        if self._grid is not None:
+            cols, weights = self._grid
+            return np.bincount(cols[rows].ravel(), weights=weights[rows].ravel(),
+                               minlength=self.n_movies).astype(np.float32)
         pos, _ = self._gather(rows)
         return np.bincount(self.indices[pos], weights=self.weights[pos], minlength=self.n_movies).astype(np.float32)
 
