@@ -1,7 +1,7 @@
 """Replay MovieLens 100K's later ratings as live traffic against a running server, two versions 50/50.
 
-The ratings are split in time: the earliest 80 % are the database the models are trained on, the
-latest 20 % are "the future". Each user with ratings on both sides asks ``GET /recommend`` once
+The ratings are split in time per user: each user's earliest 80 % are the database the models are
+trained on, their latest 20 % are "the future" (the trainer's "latest" protocol). Each user with ratings on both sides asks ``GET /recommend`` once
 (in the order of their first later rating) and then rates, through ``POST /ratings``, what their
 real later history says. Two model versions serve the traffic, split 50/50 by the candidate
 pointer (``movierec models candidate N --share 0.5``), and every answer is recorded as an
@@ -47,24 +47,26 @@ class Traffic:
     """Who asks, in which order, and what they rate afterwards: ``(user, [(movie, rating), ...])``."""
 
     users: list[tuple[int, list[tuple[int, float]]]]
-    cutoff: int  # ratings at or after this time are the later ones
 
     @property
     def ratings(self) -> int:
         return sum(len(r) for _, r in self.users)
 
 
-def time_split(ratings: np.ndarray, late_fraction: float = LATE_FRACTION) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(early, late, cutoff)`` of ``ratings`` rows ``(user, movie, rating, time)`` by time."""
-    order = np.argsort(ratings[:, 3], kind="stable")
-    cut = int(len(order) * (1 - late_fraction))
-    cutoff = int(ratings[order[cut], 3])
-    early = ratings[ratings[:, 3] < cutoff]
-    late = ratings[ratings[:, 3] >= cutoff]
-    return early, late, cutoff
+def latest_split(ratings: np.ndarray, late_fraction: float = LATE_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """``(early, late)`` rows ``(user, movie, rating, time)``: each user's latest ``late_fraction`` of
+    ratings (at least one, never all) are the later ones -- the trainer's "latest" protocol."""
+    order = np.lexsort((ratings[:, 1], ratings[:, 3], ratings[:, 0]))  # by user, then time (ties: movie)
+    users = ratings[order, 0]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    counts = np.diff(np.r_[starts, len(users)])
+    late_counts = np.minimum(np.maximum(1, np.ceil(counts * late_fraction).astype(np.int64)), counts - 1)
+    rank = np.arange(len(users)) - np.repeat(starts, counts)
+    is_late = rank >= np.repeat(counts - late_counts, counts)
+    return ratings[order[~is_late]], ratings[order[is_late]]
 
 
-def traffic(early: np.ndarray, late: np.ndarray, cutoff: int) -> Traffic:
+def traffic(early: np.ndarray, late: np.ndarray) -> Traffic:
     """Users with ratings on both sides, ordered by their first later rating, with their later ratings."""
     known = set(early[:, 0].astype(int).tolist())
     by_user: dict[int, list[tuple[float, int, float]]] = {}
@@ -72,7 +74,7 @@ def traffic(early: np.ndarray, late: np.ndarray, cutoff: int) -> Traffic:
         if int(user) in known:
             by_user.setdefault(int(user), []).append((at, int(movie), float(rating)))
     ordered = sorted(by_user.items(), key=lambda kv: min(t for t, _, _ in kv[1]))
-    return Traffic([(user, [(m, r) for _, m, r in sorted(rows)]) for user, rows in ordered], cutoff)
+    return Traffic([(user, [(m, r) for _, m, r in sorted(rows)]) for user, rows in ordered])
 
 
 def offline_metrics(store_root: Path, version: int, early: np.ndarray, plan: Traffic, k: int = K) -> dict[str, float]:
@@ -210,8 +212,8 @@ def render(result: dict[str, Any]) -> str:
     test = result["verdict"]["test"] or {}
     return "\n".join([
         "# Replay: MovieLens 100K's later ratings as live traffic, two versions 50/50", "",
-        f"{result['plan']['users']} users with ratings before and after the cutoff (latest {100 * LATE_FRACTION:g} % "
-        f"of ratings by time, {result['plan']['ratings']} ratings) each asked `GET /recommend?n=10` once, then "
+        f"{result['plan']['users']} users (their latest {100 * LATE_FRACTION:g} % of ratings by time, "
+        f"{result['plan']['ratings']} ratings in all, replayed) each asked `GET /recommend?n=10` once, then "
         "rated their real later movies through `POST /ratings`. Strong: `movierec train` defaults; weak: "
         f"`movierec train {' '.join(result['weak_args'])}`; both trained on the earlier ratings only.", "",
         "| version | recipe | offline NDCG@10 | offline hit rate@10 | answers | online hit rate@10 [95 % CI] | "
@@ -228,15 +230,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", help="replay against this running server (prepared by you) instead of building one")
     ap.add_argument("--api-key", default=os.environ.get("MOVIEREC_API_KEY") or None)
-    ap.add_argument("--weak", default="--factors 2 --epochs 1", help="training options of the weak version")
+    ap.add_argument("--weak", default="--rank-weight 0",
+                    help="training options of the weak version (default: rating loss only, no ranking term)")
     ap.add_argument("--users", type=int, default=0, help="replay only the first N users (0: all)")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     data, folder = _load_ml100k()
-    early, late, cutoff = time_split(data)
-    plan = traffic(early, late, cutoff)
+    early, late = latest_split(data)
+    plan = traffic(early, late)
     if args.users:
-        plan = Traffic(plan.users[: args.users], plan.cutoff)
+        plan = Traffic(plan.users[: args.users])
     weak_args = args.weak.split()
     log = WORK / "replay.log"
     server = None
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if server is not None:
             server.__exit__(None, None, None)
-    result = {"plan": {"users": len(plan.users), "ratings": plan.ratings, "cutoff": cutoff}, "played": played,
+    result = {"plan": {"users": len(plan.users), "ratings": plan.ratings}, "played": played,
               "offline": {str(v): m for v, m in offline.items()}, "report": report,
               "verdict": verdict(offline, report), "weak_args": weak_args,
               "seconds": time.perf_counter() - started, "load": os.getloadavg()[0]}

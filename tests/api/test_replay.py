@@ -10,7 +10,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from bench.replay import Traffic, offline_metrics, replay, time_split, traffic, verdict, wait_recorded
+from bench.replay import Traffic, latest_split, offline_metrics, replay, traffic, verdict, wait_recorded
 from movierec.store import ModelStore
 
 from .conftest import MODEL_MOVIES, MODEL_USERS
@@ -29,12 +29,16 @@ def _later_ratings(seed: int) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64)
 
 
-def test_time_split_and_traffic() -> None:
-    ratings = np.array([[1, 1, 4, 10], [1, 2, 3, 20], [2, 1, 5, 30], [1, 3, 4, 40], [3, 2, 2, 50]])
-    early, late, cutoff = time_split(ratings, late_fraction=0.4)
-    assert cutoff == 40 and len(early) == 3 and len(late) == 2
-    plan = traffic(early, late, cutoff)
-    assert plan.users == [(1, [(3, 4.0)])]  # user 3 has no earlier ratings: not replayed
+def test_latest_split_and_traffic() -> None:
+    ratings = np.array([[1, 3, 4, 40], [1, 1, 4, 10], [2, 1, 5, 30], [1, 2, 3, 20], [3, 2, 2, 50], [2, 4, 1, 5],
+                        [1, 4, 2, 45], [1, 5, 5, 46], [1, 6, 5, 47]])
+    early, late = latest_split(ratings, late_fraction=0.4)
+    # user 1: 6 ratings, the latest 3 (ceil of 2.4) are later; user 2: 2 ratings, the latest one;
+    # user 3: one rating, never all of it.
+    assert sorted(map(tuple, late.tolist())) == [(1, 4, 2, 45), (1, 5, 5, 46), (1, 6, 5, 47), (2, 1, 5, 30)]
+    assert len(early) == len(ratings) - 4
+    plan = traffic(early, late)
+    assert plan.users == [(2, [(1, 5.0)]), (1, [(4, 2.0), (5, 5.0), (6, 5.0)])]  # by first later rating
 
 
 def test_replay_ranks_versions_as_offline_ndcg(seeded: Engine, store: Path,
@@ -46,7 +50,7 @@ def test_replay_ranks_versions_as_offline_ndcg(seeded: Engine, store: Path,
     models.set_candidate(2, 0.5, salt="replay")
     early = np.array([[u, (u + j) % 25 + 1, 3, 500 + j] for u in MODEL_USERS for j in range(5)], dtype=np.int64)
     late = _later_ratings(seed=1)
-    plan = traffic(early, late, int(late[:, 3].min()))
+    plan = traffic(early, late)
     assert len(plan.users) == len(MODEL_USERS)
     offline = {v: offline_metrics(store, v, early, plan) for v in (1, 2)}
     assert offline[1]["ndcg@10"] == 1.0 and offline[2]["ndcg@10"] < 0.7
@@ -62,5 +66,5 @@ def test_replay_ranks_versions_as_offline_ndcg(seeded: Engine, store: Path,
 
 
 def test_traffic_keeps_only_the_first_users() -> None:
-    plan = Traffic([(1, [(2, 4.0)]), (2, [(3, 5.0), (4, 1.0)])], 0)
+    plan = Traffic([(1, [(2, 4.0)]), (2, [(3, 5.0), (4, 1.0)])])
     assert plan.ratings == 3
