@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weak", default="--rank-weight 0",
                     help="training options of the weak version (default: rating loss only, no ranking term)")
     ap.add_argument("--users", type=int, default=0, help="replay only the first N users (0: all)")
+    ap.add_argument("--save", default="replay", help="results go to bench/results/SAVE.{md,json} (full runs only)")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     data, folder = _load_ml100k()
@@ -284,8 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if not args.url and not args.users:
         results = ROOT / "bench" / "results"
-        (results / "replay.md").write_text(text)
-        (results / "replay.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+        (results / f"{args.save}.md").write_text(text)
+        (results / f"{args.save}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     if not result["verdict"]["agree"]:
         raise SystemExit(1)
 
