@@ -245,33 +245,49 @@ def measure(name: str, server: Server, script: str, env: dict[str, str], conns: 
 RECORDING_ROUNDS = 2
 
 
+def measure_alternated(what: str, variants: dict[str, tuple[dict[str, str], Path]], serve: list[str], db_url: str,
+                       log: Path, env: dict[str, str], conns: list[int], duration: float,
+                       results: list[dict]) -> None:
+    """GET /recommend under each variant (label -> extra server environment, model store), alternated
+    over RECORDING_ROUNDS rounds so that a drifting machine load hits every variant alike."""
+    for _ in range(RECORDING_ROUNDS):
+        for label, (extra, store) in variants.items():
+            with Server(serve, {**env_for(db_url, store), **extra}, log, "/ready") as srv:
+                measure(f"GET /recommend (100K, {what} {label})", srv, "recommend.lua", env, conns, duration, results)
+
+
 def measure_recording(serve: list[str], db_url: str, store: Path, log: Path, env: dict[str, str], conns: list[int],
                       duration: float, results: list[dict]) -> None:
     """GET /recommend with impression recording off and on (MOVIEREC_RECORD_IMPRESSIONS), alternated."""
-    for _ in range(RECORDING_ROUNDS):
-        for state in ("off", "on"):
-            server_env = {**env_for(db_url, store), "MOVIEREC_RECORD_IMPRESSIONS": "true" if state == "on" else "false"}
-            with Server(serve, server_env, log, "/ready") as srv:
-                measure(f"GET /recommend (100K, recording {state})", srv, "recommend.lua", env, conns, duration,
-                        results)
+    variants = {state: ({"MOVIEREC_RECORD_IMPRESSIONS": "true" if state == "on" else "false"}, store)
+                for state in ("off", "on")}
+    measure_alternated("recording", variants, serve, db_url, log, env, conns, duration, results)
 
 
-def recording_summary(results: list[dict]) -> list[str]:
-    """Recording on against off: mean requests/s and p99 over the rounds, as ratios (target: within 10 %)."""
+def measure_item_term(serve: list[str], db_url: str, store: Path, plain_store: Path, log: Path, env: dict[str, str],
+                      conns: list[int], duration: float, results: list[dict]) -> None:
+    """GET /recommend of the same model without and with its item-item term, alternated."""
+    variants = {"off": ({}, plain_store), "on": ({}, store)}
+    measure_alternated("item term", variants, serve, db_url, log, env, conns, duration, results)
+
+
+def alternated_summary(results: list[dict], what: str) -> list[str]:
+    """``what`` on against off: mean requests/s and p99 over the rounds, as ratios (target: within 10 %)."""
     lines = []
     for c in sorted({r["connections"] for r in results}):
         def mean(state: str, key: str, c: int = c) -> float:
-            rows = [r[key] for r in results if r["connections"] == c and r["scenario"].endswith(f"recording {state})")]
+            rows = [r[key] for r in results if r["connections"] == c and r["scenario"].endswith(f"{what} {state})")]
             return sum(rows) / len(rows) if rows else float("nan")
         off_rps, on_rps, off_p99, on_p99 = mean("off", "rps"), mean("on", "rps"), mean("off", "p99_ms"), mean("on", "p99_ms")
         if off_rps == off_rps and on_rps == on_rps:  # both measured (not NaN)
-            lines.append(f"- {c} connection(s): recording on / off = {on_rps / off_rps:.3f} × requests/s "
+            lines.append(f"- {c} connection(s): {what} on / off = {on_rps / off_rps:.3f} × requests/s "
                          f"({on_rps:.0f} / {off_rps:.0f}), {on_p99 / off_p99:.3f} × p99 ({on_p99:.2f} / {off_p99:.2f} ms), "
                          f"mean of {RECORDING_ROUNDS} alternated rounds")
     return lines
 
 
-def run(duration: float, conns: list[int], postgres: bool, only_recording: bool = False) -> dict:
+def run(duration: float, conns: list[int], postgres: bool, only_recording: bool = False,
+        only_item_term: bool = False) -> dict:
     t_start = time.perf_counter()
     if WORK.exists():
         shutil.rmtree(WORK)
@@ -287,8 +303,11 @@ def run(duration: float, conns: list[int], postgres: bool, only_recording: bool 
     store100_plain = WORK / "store-100k-plain"
     info["100k"] = s100 = setup_100k(db100, store100, log, store100_plain)
     read_env = {"MAX_USER": str(s100["users"]), "MAX_MOVIE": str(s100["movies"]), "SEED": "1"}
-    if only_recording:
-        measure_recording(serve, db100, store100, log, read_env, conns, duration, results)
+    if only_recording or only_item_term:
+        if only_recording:
+            measure_recording(serve, db100, store100, log, read_env, conns, duration, results)
+        if only_item_term:
+            measure_item_term(serve, db100, store100, store100_plain, log, read_env, conns, duration, results)
         info.update(results=results, environment=C.environment(), seconds=time.perf_counter() - t_start)
         return info
     print("setting up SQLite 60k movies ...", flush=True)
@@ -304,8 +323,7 @@ def run(duration: float, conns: list[int], postgres: bool, only_recording: bool 
         measure("GET /recommend (100K)", srv, "recommend.lua", read_env, conns, duration, results)
         measure("POST /ratings (SQLite)", srv, "ratings.lua", write_env, conns, duration, results)
     # The same model without the item-item term: what the term costs /recommend (same run, same database).
-    with Server(serve, env_for(db100, store100_plain), log, "/ready") as srv:
-        measure("GET /recommend (100K, no item term)", srv, "recommend.lua", read_env, conns, duration, results)
+    measure_item_term(serve, db100, store100, store100_plain, log, read_env, conns, duration, results)
     measure_recording(serve, db100, store100, log, read_env, conns, duration, results)
     with Server(serve, env_for(f"sqlite:///{WORK / 'synthetic60k.db'}", store60), log, "/ready") as srv:
         measure("GET /recommend (60k movies)", srv, "recommend.lua",
@@ -387,10 +405,14 @@ def render(info: dict) -> str:
                             "errors (non-2xx + socket)", "load avg 1 min after"], table), ""]
     out += ["Targets (issue): `/predict` throughput >= 0.70 × bare; `/recommend` p99 < 20 ms on 100K and < 50 ms "
             "on 60k movies.", ""]
-    recording = recording_summary(res)
+    recording = alternated_summary(res, "recording")
     if recording:
         out += ["Impression recording (issue 18 target: throughput and p99 within 10 % of recording off):", "",
                 *recording, ""]
+    item_term = alternated_summary(res, "item term")
+    if item_term:
+        out += ["Item-item term of the ranking (issue 16 target: /recommend within 10 % of the same model without "
+                "it; 100 neighbours per rated movie, MovieLens 100K users' real ratings):", "", *item_term, ""]
     out += [f"- {n}" for n in info["notes"]]
     return "\n".join(out)
 
@@ -403,13 +425,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-postgres", action="store_true")
     ap.add_argument("--only-recording", action="store_true",
                     help="only GET /recommend with impression recording off and on (and no saved results)")
+    ap.add_argument("--only-item-term", action="store_true",
+                    help="only GET /recommend without and with the item-item term (and no saved results)")
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
     duration, conns = (3.0, [8]) if args.quick else (args.duration, args.connections)
-    info = run(duration, conns, not args.skip_postgres, args.only_recording)
+    info = run(duration, conns, not args.skip_postgres, args.only_recording, args.only_item_term)
     text = render(info)
-    if args.only_recording:
+    if args.only_recording or args.only_item_term:
         print(text)
         return
     C.save_part("serving", args.quick, text, info)
