@@ -165,6 +165,11 @@ TITLES = {
 }
 
 
+def _fewer(vals: list[float], n: int) -> str:
+    """A mark for a row measured on fewer folds than the protocol has (a slow system run on the first ones)."""
+    return f" ({len(vals)} of {n} folds)" if len(vals) < n else ""
+
+
 def render(res: dict) -> str:
     sysd = res["systems"]
     out = ["# Accuracy on MovieLens 100K, cross-validated", "",
@@ -182,7 +187,7 @@ def render(res: dict) -> str:
             for name, e in sysd.items():
                 rm = values(e, protocol, "rmse")
                 if rm:
-                    rows.append([name, C.fmt_ms(rm), C.fmt_ms(values(e, protocol, "mae")),
+                    rows.append([name + _fewer(rm, n), C.fmt_ms(rm), C.fmt_ms(values(e, protocol, "mae")),
                                  f"{np.mean(values(e, protocol, 'fit_s')):.1f}", e["config"]])
             rows.sort(key=lambda r: float(r[1].split()[0]))
             out += [f"## {TITLES[protocol]}", "", f"{n} folds.", "",
@@ -195,7 +200,7 @@ def render(res: dict) -> str:
         for name, e in sysd.items():
             nd = values(e, protocol, "ndcg@10")
             if nd:
-                rows.append([name, C.fmt_ms(nd), C.fmt_ms(values(e, protocol, "recall@10")),
+                rows.append([name + _fewer(nd, n), C.fmt_ms(nd), C.fmt_ms(values(e, protocol, "recall@10")),
                              C.fmt_ms(values(e, protocol, "hr@10")),
                              f"{np.mean(nd) / pop:.2f}" if pop else "–",
                              f"{np.mean(values(e, protocol, 'fit_s')):.1f}", e["config"]])
