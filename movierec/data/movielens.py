@@ -175,12 +175,13 @@ def _ratings_format(path: Path) -> tuple[str, bool]:
     raise DataFormatError(path, 1, "not a ratings file: expected tab-, comma- or '::'-separated fields")
 
 
-def read_ratings(path: Path, *, default_time: int, block_bytes: int = BLOCK_BYTES,
+def read_ratings(path: Path, *, default_time: int, block_bytes: int | None = None,
                  on_bytes: Callable[[int], None] | None = None) -> Iterator[RatingChunk]:
     """Yield validated chunks of a ratings file in any MovieLens layout.
 
     A row is ``user, movie, rating[, timestamp]``; a missing timestamp becomes ``default_time``.
-    The file is read in blocks of whole lines of about ``block_bytes``; a plain block is parsed
+    The file is read in blocks of whole lines of about ``block_bytes`` (default
+    :data:`BLOCK_BYTES`); a plain block is parsed
     with numpy (:mod:`.fastparse`), anything else line by line, with the same result and errors.
     ``on_bytes(n)`` is told how many bytes each chunk consumed, for a progress bar.
     """
@@ -194,7 +195,7 @@ def read_ratings(path: Path, *, default_time: int, block_bytes: int = BLOCK_BYTE
             names = [h.strip() for h in head.decode("utf-8", errors="replace").strip().split(",")]
             if names[:3] != ["userId", "movieId", "rating"]:
                 raise DataFormatError(path, 1, "expected the header userId,movieId,rating[,timestamp]")
-        for block in _blocks(fh, block_bytes):
+        for block in _blocks(fh, block_bytes or BLOCK_BYTES):
             chunk, lines = _parse_block(path, block, consumed, line, sep, default_time)
             line += lines
             consumed += len(block)
@@ -241,6 +242,16 @@ def _parse_block(path: Path, block: bytes, at_byte: int, offset: int, sep: str,
 
 
 def _parse_lines(path: Path, lines: list[str], offset: int, sep: str, default_time: int) -> RatingChunk:
+    chunk = split_lines(path, lines, offset, sep, default_time)
+    _validate(path, chunk)
+    return chunk
+
+
+def split_lines(path: Path, lines: list[str], offset: int, sep: str, default_time: int) -> RatingChunk:
+    """Numbers of ratings lines, one Python line at a time; values are not range-checked yet.
+
+    The reference for :func:`.fastparse.parse_block`, and the parser of any block it declines.
+    """
     n = len(lines)
     users = np.empty(n, np.int64)
     movies = np.empty(n, np.int64)
@@ -269,9 +280,7 @@ def _parse_lines(path: Path, lines: list[str], offset: int, sep: str, default_ti
             raise DataFormatError(path, i, f"number out of range: {text[:80]!r}") from None
         numbers[k] = i
         k += 1
-    chunk = RatingChunk(users[:k], movies[:k], ratings[:k], stamps[:k], numbers[:k])
-    _validate(path, chunk)
-    return chunk
+    return RatingChunk(users[:k], movies[:k], ratings[:k], stamps[:k], numbers[:k])
 
 
 def _timestamp(text: str) -> int:
@@ -283,6 +292,11 @@ def _timestamp(text: str) -> int:
 
 
 def _validate(path: Path, chunk: RatingChunk) -> None:
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e308 * 2 is inf: refused all the same
+        _check_ranges(path, chunk)
+
+
+def _check_ranges(path: Path, chunk: RatingChunk) -> None:
     checks = (
         ((chunk.user_id <= 0) | (chunk.user_id > MAX_ID), "user id {value} is outside 1..%d" % MAX_ID, chunk.user_id),
         ((chunk.movie_id <= 0) | (chunk.movie_id > MAX_ID), "movie id {value} is outside 1..%d" % MAX_ID,
