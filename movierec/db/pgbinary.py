@@ -61,3 +61,19 @@ def decode(body: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
     if not ok.all():
         raise CopyFormatError(f"row {int(np.argmin(ok))} is not {len(COLUMNS)} non-NULL fixed-width fields")
     return {name: rows[name].astype(np.dtype(kind).newbyteorder("=")) for name, kind in COLUMNS}
+
+
+#: One row packed by the server with the ``*send`` functions (the binary wire form of each
+#: column, concatenated): 24 bytes, no lengths, decoded by :func:`unpack`.
+PACKED = np.dtype([(name, kind) for name, kind in COLUMNS])
+_SEND = {">i4": "int4send", ">i8": "int8send", ">f8": "float8send"}
+#: SQL expression packing one ratings row into :data:`PACKED` bytes.
+PACK_EXPRESSION = " || ".join(f"{_SEND[kind]}({name})" for name, kind in COLUMNS)
+
+
+def unpack(blob: bytes | memoryview) -> dict[str, np.ndarray]:
+    """Columns (native byte order) of rows packed by :data:`PACK_EXPRESSION`."""
+    if len(blob) % PACKED.itemsize:
+        raise CopyFormatError(f"{len(blob)} bytes is not a whole number of {PACKED.itemsize}-byte rows")
+    rows = np.frombuffer(blob, dtype=PACKED)
+    return {name: rows[name].astype(np.dtype(kind).newbyteorder("=")) for name, kind in COLUMNS}
