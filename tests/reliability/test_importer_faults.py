@@ -16,7 +16,10 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,7 +31,7 @@ from movierec.data.movielens import DataFormatError
 from movierec.db.engine import make_engine
 from movierec.db.schema import Movie, Rating
 
-from .harness import MOVIEREC, child_env, db_rows, fresh_postgres, kill_group, knob, record
+from .harness import MOVIEREC, child_env, db_exec, db_rows, fresh_postgres, kill_group, knob, record
 
 MOVIES = range(1, 21)
 STORED = [(u, m, 3.0, 1_000) for u in range(1, 6) for m in range(1, 6)]
@@ -247,3 +250,79 @@ def test_movie_file_with_a_non_ascii_digit_is_a_format_error(tmp_path: Path) -> 
     except DataFormatError:
         return
     assert rows[0].year in (None, 1992)
+
+
+def _schema_intact(engine: Engine) -> bool:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from movierec.db.schema import Base
+
+    with engine.connect() as conn:
+        return compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def _fail_on_slice(monkeypatch: pytest.MonkeyPatch, slice_no: int, fault: Callable[[bytes], bytes]) -> list[int]:
+    """Make the COPY's ``slice_no``-th slice go wrong through ``fault`` (earlier ones reach the server)."""
+    from movierec.data import pgload
+
+    real, sent = pgload.encode, []
+
+    def encode(*columns: np.ndarray) -> bytes:
+        sent.append(len(columns[0]))
+        data = real(*columns)
+        return fault(data) if len(sent) == slice_no else data
+
+    monkeypatch.setattr(pgload, "encode", encode)
+    monkeypatch.setattr(pgload, "COPY_ROWS", 5_000)
+    return sent
+
+
+def _terminate_copy(url: str) -> Callable[[bytes], bytes]:
+    """A fault that kills the importing session's server process in the middle of its COPY."""
+    def fault(data: bytes) -> bytes:
+        db_exec(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                     "AND pid <> pg_backend_pid() AND query ~* '^COPY'")
+        time.sleep(0.2)
+        return data
+    return fault
+
+
+def _garble(data: bytes) -> bytes:
+    return data[:-7]  # a truncated row: the server rejects the stream at this point
+
+
+@pytest.mark.parametrize("fault", ["garbled row", "connection killed"])
+@pytest.mark.parametrize("path", ["empty table", "merge"])
+def test_copy_failing_halfway_leaves_the_database_as_it_was(postgres_admin_url: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch, fault: str,
+                                                           path: str) -> None:
+    """Rows already COPYed (and, on the bulk paths, indexes and constraints already dropped) are all
+    rolled back when the COPY breaks off: by a stream the server rejects, or by its session dying."""
+    from movierec.data import pgload
+
+    monkeypatch.setattr(pgload, "BULK_ROWS", 1_000)  # the bulk variant of either path, at test size
+    rows = 40_000
+    data = write_big(tmp_path / "u.data", rows, bad_at_end=False)
+    with fresh_postgres(postgres_admin_url) as url:
+        engine = make_engine(url)
+        prepare(engine)
+        if path == "empty table":
+            db_exec(url, "DELETE FROM ratings")
+        else:  # the merge drops the secondary indexes only when the file is at least as large as the table
+            db_exec(url, "INSERT INTO ratings SELECT 50000 + g, 1 + g % 20, 3.0, 5 FROM generate_series(1, 2000) g")
+        before = snapshot(engine)
+        sent = _fail_on_slice(monkeypatch, 4, _garble if fault == "garbled row" else _terminate_copy(url))
+        with pytest.raises(Exception) as info:  # noqa: PT011 - a driver error of either kind
+            import_ratings(engine, data)
+        assert len(sent) >= 4, f"the COPY stopped before the fault ({len(sent)} slices): {info.value}"
+        engine.dispose()
+        engine = make_engine(url)
+        assert snapshot(engine) == before
+        assert _schema_intact(engine)
+        monkeypatch.undo()
+        result = import_ratings(engine, data)  # and the same import then goes through
+        assert result.ratings_inserted == rows and _schema_intact(engine)
+        engine.dispose()
+    record("importer", f"COPY of {rows} rows broken off after 3 of {rows // 5000} slices ({fault}, {path}, PostgreSQL)",
+           1, "database and schema as before; the retry imports everything")
