@@ -4,12 +4,12 @@ Two paths, both all-or-nothing (everything, DDL included, happens in the one tra
 importer opened, so an error anywhere -- a bad row, a lost connection, a killed client -- rolls
 all of it back):
 
-* **Into an empty table** (the first import of a large data set): lock the table, ``TRUNCATE``
-  it (it is empty; truncating in this transaction lets ``COPY ... FREEZE`` write the rows
-  already frozen, sparing the first VACUUM a pass over every page), drop the primary key,
-  secondary indexes and foreign key, ``COPY`` the presorted unique rows straight into
-  ``ratings``, and build the constraints and indexes once at the end. Building an index from
-  sorted rows costs a fraction of maintaining it row by row.
+* **Into an empty table** (the first import of a large data set): lock the table, drop the
+  primary key, secondary indexes and foreign key, ``TRUNCATE`` it (it is empty; truncating in
+  this transaction lets ``COPY ... FREEZE`` write the rows already frozen, sparing the first
+  VACUUM a pass over every page) and ``COPY`` each block straight into ``ratings`` as soon as
+  it is parsed, so the server loads while Python parses. The constraints and indexes are built
+  once at the end: a fraction of the cost of maintaining them row by row.
 * **Merge** (the table holds ratings): ``COPY`` into a temporary table, then one
   ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` applying the importer's rule (a stored rating is
   replaced only by one at least as recent that differs). Large merges drop and rebuild the
@@ -18,13 +18,19 @@ all of it back):
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
+import numpy as np
 from sqlalchemy import Connection, text
 from sqlalchemy.schema import AddConstraint, DropConstraint
 
 from movierec.db.pgbinary import COLUMN_LIST, HEADER, TRAILER, encode
 from movierec.db.schema import Rating
 
-from .ratingset import RatingSet
+from .movielens import RatingChunk
+from .ratingset import RatingSet, collect, compact
+
+Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 #: From this many rows on, indexes and the foreign key are rebuilt rather than maintained row by
 #: row (for a merge, only when the file is also at least as large as the table). The table is then
@@ -44,21 +50,28 @@ _MERGE = (
 )
 
 
-def load(conn: Connection, ratings: RatingSet) -> tuple[int, int]:
-    """Store ``ratings`` (unique, sorted); return (inserted, updated)."""
-    if len(ratings) >= BULK_ROWS and _empty(conn):
+def load(conn: Connection, chunks: Iterable[RatingChunk], rows_hint: int) -> tuple[int, int, int]:
+    """Store validated ``chunks`` (``rows_hint``: about how many); return (read, inserted, updated)."""
+    if rows_hint >= BULK_ROWS and _empty(conn):
         # Checked again under the lock: a rating written in between must not be truncated away.
         conn.execute(text("LOCK TABLE ratings IN ACCESS EXCLUSIVE MODE"))
         if _empty(conn):
-            _load_empty(conn, ratings)
-            return len(ratings), 0
+            return _load_empty(conn, chunks)
+    ratings = collect(chunks)
+    inserted, updated = _merge(conn, ratings)
+    return ratings.read, inserted, updated
+
+
+def _merge(conn: Connection, ratings: RatingSet) -> tuple[int, int]:
     before = _count(conn)
     conn.execute(text(
         "CREATE TEMPORARY TABLE import_ratings (user_id integer, movie_id integer, rating double precision, "
         "rated_at bigint) ON COMMIT DROP"
     ))
-    copy_into(conn, "import_ratings", ratings)
-    bulk = len(ratings) >= BULK_ROWS and len(ratings) >= before
+    copy_into(conn, "import_ratings", ratings.slices(COPY_ROWS))
+    # Rebuilding pays when the rows may well double the table; a re-import of the same file
+    # (nothing written) or a top-up keeps its indexes.
+    bulk = len(ratings) >= BULK_ROWS and len(ratings) >= 2 * before
     if bulk:
         _drop_secondary(conn)
     touched = max(conn.execute(text(_MERGE)).rowcount, 0)
@@ -68,14 +81,18 @@ def load(conn: Connection, ratings: RatingSet) -> tuple[int, int]:
     return inserted, touched - inserted
 
 
-def copy_into(conn: Connection, table: str, ratings: RatingSet, *, freeze: bool = False) -> None:
-    """Binary ``COPY`` of ``ratings`` into ``table`` (written in slices, never one giant buffer)."""
+def copy_into(conn: Connection, table: str, slices: Iterable[Columns], *, freeze: bool = False) -> None:
+    """Binary ``COPY`` into ``table`` of column slices (user, movie, rating, rated_at), one write each.
+
+    The server parses each slice while the caller produces the next: parsing the file and
+    loading it overlap on two cores.
+    """
     options = "FORMAT binary, FREEZE" if freeze else "FORMAT binary"
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         with cursor.copy(f"COPY {table} ({COLUMN_LIST}) FROM STDIN ({options})") as copy:
             copy.write(HEADER)
-            for columns in ratings.slices(COPY_ROWS):
+            for columns in slices:
                 copy.write(encode(*columns))
             copy.write(TRAILER)
     finally:
@@ -90,15 +107,39 @@ def _empty(conn: Connection) -> bool:
     return bool(conn.execute(text("SELECT NOT EXISTS (SELECT 1 FROM ratings)")).scalar_one())
 
 
-def _load_empty(conn: Connection, ratings: RatingSet) -> None:
-    conn.execute(text("TRUNCATE ratings"))
+def _load_empty(conn: Connection, chunks: Iterable[RatingChunk]) -> tuple[int, int, int]:
+    """COPY the chunks straight into the (locked, empty) table as they are parsed, then build the keys.
+
+    Rows go in file order; a file that rates a pair twice is found afterwards (the primary key
+    could not be built) and loaded again from its resolved, sorted rows instead.
+    """
     _drop_secondary(conn)
     primary = Rating.__table__.primary_key
     conn.execute(DropConstraint(primary))
-    copy_into(conn, "ratings", ratings, freeze=True)
+    kept: list[RatingChunk] = []
+    attempt = conn.begin_nested()
+    # FREEZE needs the table truncated in the current subtransaction (it is empty: nothing is lost).
+    conn.execute(text("TRUNCATE ratings"))
+    copy_into(conn, "ratings", _keep(chunks, kept), freeze=True)
+    ratings = collect(kept)
+    del kept
+    if len(ratings) < ratings.read:
+        attempt.rollback()
+        attempt = conn.begin_nested()
+        conn.execute(text("TRUNCATE ratings"))
+        copy_into(conn, "ratings", ratings.slices(COPY_ROWS), freeze=True)
+    attempt.commit()
     conn.execute(text(f"SET LOCAL maintenance_work_mem = '{BULK_MAINTENANCE_MEM}'"))
     conn.execute(AddConstraint(primary))
     _restore_secondary(conn)
+    return ratings.read, len(ratings), 0
+
+
+def _keep(chunks: Iterable[RatingChunk], kept: list[RatingChunk]) -> Iterator[Columns]:
+    """The columns of each chunk, keeping a compact copy of it (for the duplicate check)."""
+    for chunk in chunks:
+        kept.append(compact(chunk))
+        yield chunk.user_id, chunk.movie_id, chunk.rating, chunk.rated_at
 
 
 def _secondary() -> tuple[list, list]:

@@ -40,19 +40,27 @@ class RatingSet:
                    self.rated_at[start:end])
 
 
+def compact(chunk: RatingChunk) -> RatingChunk:
+    """The chunk in the narrow types :func:`collect` keeps (ids were validated to fit int32), without line numbers."""
+    return RatingChunk(chunk.user_id.astype(np.int32), chunk.movie_id.astype(np.int32),
+                       chunk.rating.astype(np.float32), chunk.rated_at, np.zeros(0, np.int64))
+
+
 def collect(chunks: Iterable[RatingChunk]) -> RatingSet:
     """Concatenate validated chunks, keep one row per (user, movie) and sort by that pair."""
     parts = list(chunks)
     # Ids were validated to 1..2**31 - 1, so int32 holds them.
-    user = np.concatenate([c.user_id.astype(np.int32) for c in parts]) if parts else np.zeros(0, np.int32)
-    movie = np.concatenate([c.movie_id.astype(np.int32) for c in parts]) if parts else np.zeros(0, np.int32)
-    rating = np.concatenate([c.rating.astype(np.float32) for c in parts]) if parts else np.zeros(0, np.float32)
-    stamp = np.concatenate([c.rated_at for c in parts]) if parts else np.zeros(0, np.int64)
+    def column(name: str, dtype: type) -> np.ndarray:
+        return np.concatenate([getattr(c, name).astype(dtype, copy=False) for c in parts]) if parts else np.zeros(0, dtype)
+
+    user, movie = column("user_id", np.int32), column("movie_id", np.int32)
+    rating, stamp = column("rating", np.float32), column("rated_at", np.int64)
     del parts
     read = len(user)
     key = (user.astype(np.int64) << 31) | movie
-    # Stable: equal pairs stay in file order. MovieLens files come sorted by user (and often
-    # movie), where the stable sort (timsort) is nearly linear.
+    if (key[1:] > key[:-1]).all():  # MovieLens files come sorted by user, then movie: nothing to do
+        return RatingSet(user, movie, rating, stamp, read)
+    # Stable: equal pairs stay in file order.
     order = np.argsort(key, kind="stable")
     key = key[order]
     keep = _winners(key, stamp[order])

@@ -203,6 +203,13 @@ def test_postgres_bulk_paths_restore_indexes_and_foreign_key(postgres_url: str, 
             import_movielens(engine, d)
         assert counts(engine) == (0, 0) and schema_matches(engine)
         monkeypatch.setattr(pgload, "_restore_secondary", real_restore)
+        # Empty table, a file rating pairs twice: streamed in, found out, loaded again from the resolved rows.
+        d2 = write_csv_set(tmp_path / "dups", "1,1,1.0,300\n1,1,4.0,100\n1,2,2.0,100\n1,2,3.0,100\n")
+        result = import_movielens(engine, d2)
+        assert (result.ratings_read, result.ratings_inserted) == (4, 2)
+        assert snapshot(engine) == [(1, 1, 1.0, 300), (1, 2, 3.0, 100)] and schema_matches(engine)
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM ratings"))
         assert import_movielens(engine, d).ratings_inserted == 3  # empty table: COPY straight in
         assert schema_matches(engine)
         with engine.connect() as conn:  # the primary key is back and enforced

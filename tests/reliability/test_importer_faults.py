@@ -145,12 +145,18 @@ def write_big(path: Path, rows: int, bad_at_end: bool, seed: int = 0) -> Path:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("table", ["holding ratings", "empty"])
 def test_bad_row_after_many_blocks_rolls_back_everything(engine: Engine, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from movierec.data import movielens
+                                                         monkeypatch: pytest.MonkeyPatch, table: str) -> None:
+    """Into an empty PostgreSQL table the blocks before the bad row were already COPYed in: rolled back."""
+    from movierec.data import movielens, pgload
 
     monkeypatch.setattr(movielens, "BLOCK_BYTES", 1 << 20)  # several blocks parsed before the bad row
+    monkeypatch.setattr(pgload, "BULK_ROWS", 1_000)
     prepare(engine)
+    if table == "empty":
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM ratings"))
     before = snapshot(engine)
     rows = 330_000
     path = write_big(tmp_path / "u.data", rows, bad_at_end=True)
@@ -158,9 +164,9 @@ def test_bad_row_after_many_blocks_rolls_back_everything(engine: Engine, tmp_pat
     with pytest.raises(DataFormatError, match=rf"u.data:{rows + 1}: rating nan"):
         import_ratings(engine, path, on_bytes=chunks.append)
     assert len(chunks) >= 3, "the bad row was in one of the first blocks"
-    assert snapshot(engine) == before
+    assert snapshot(engine) == before and _schema_intact(engine)
     record("importer", f"{rows}-row file with a bad last row, after {len(chunks)} block(s) were parsed "
-           f"({engine.dialect.name})", 1, "nothing imported")
+           f"(table {table}, {engine.dialect.name})", 1, "nothing imported")
 
 
 CLI_CASES = {
@@ -273,8 +279,11 @@ def _fail_on_slice(monkeypatch: pytest.MonkeyPatch, slice_no: int, fault: Callab
         data = real(*columns)
         return fault(data) if len(sent) == slice_no else data
 
+    from movierec.data import movielens
+
     monkeypatch.setattr(pgload, "encode", encode)
-    monkeypatch.setattr(pgload, "COPY_ROWS", 5_000)
+    monkeypatch.setattr(pgload, "COPY_ROWS", 5_000)  # slices of the merge's COPY
+    monkeypatch.setattr(movielens, "BLOCK_BYTES", 64 << 10)  # blocks streamed into an empty table
     return sent
 
 
@@ -324,5 +333,5 @@ def test_copy_failing_halfway_leaves_the_database_as_it_was(postgres_admin_url: 
         result = import_ratings(engine, data)  # and the same import then goes through
         assert result.ratings_inserted == rows and _schema_intact(engine)
         engine.dispose()
-    record("importer", f"COPY of {rows} rows broken off after 3 of {rows // 5000} slices ({fault}, {path}, PostgreSQL)",
+    record("importer", f"COPY of {rows} rows broken off after 3 of {len(sent)}+ slices ({fault}, {path}, PostgreSQL)",
            1, "database and schema as before; the retry imports everything")
