@@ -37,8 +37,8 @@ from movierec.db.ratings_reader import read_all
 
 
 def write_set(directory: Path, n_ratings: int, n_movies: int, seed: int = 0) -> None:
-    """A ml-25m-shaped CSV set: power-law movie popularity, half-star ratings; pairs unique within 2M-row blocks
-    (a few repeat across blocks, so the importer's keep-the-latest rule is exercised)."""
+    """A ml-25m-shaped CSV set: ~150 ratings a user, power-law movie popularity, half stars, and like
+    MovieLens, each (user, movie) pair once, lines sorted by user then movie."""
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / "movies.csv").open("w") as fh:
@@ -47,12 +47,13 @@ def write_set(directory: Path, n_ratings: int, n_movies: int, seed: int = 0) -> 
     n_users = max(1, n_ratings // 150)
     popularity = 1.0 / np.arange(1, n_movies + 1) ** 0.8
     popularity /= popularity.sum()
+    users_per_block = max(1, n_users // max(1, n_ratings // 2_000_000))
     with (directory / "ratings.csv.tmp").open("w") as fh:
         fh.write("userId,movieId,rating,timestamp\n")
-        done, block = 0, 2_000_000
-        while done < n_ratings:
-            size = min(block, n_ratings - done)
-            users = rng.integers(1, n_users + 1, size)
+        for first in range(1, n_users + 1, users_per_block):  # users in disjoint ranges: pairs unique overall
+            last = min(first + users_per_block, n_users + 1)
+            size = round(n_ratings * (last - first) / n_users)
+            users = rng.integers(first, last, size)
             movies = rng.choice(n_movies, size, p=popularity) + 1
             key = np.unique(users.astype(np.int64) * (n_movies + 1) + movies)
             stars = rng.integers(1, 11, len(key)) / 2
@@ -61,7 +62,6 @@ def write_set(directory: Path, n_ratings: int, n_movies: int, seed: int = 0) -> 
             for start in range(0, len(rows), 100_000):  # one C-level format per 100k rows
                 part = rows[start:start + 100_000]
                 fh.write(("%d,%d,%.1f,%d\n" * len(part)) % tuple(v for row in part for v in row))
-            done += size
     (directory / "ratings.csv.tmp").rename(directory / "ratings.csv")
 
 

@@ -19,10 +19,9 @@ import numpy as np
 from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.schema import AddConstraint
 
-from movierec.data import pgload
-from movierec.data.importer import ImportResult, _known_movie_ids, _upsert_movies
-from movierec.data.movielens import (DataFormatError, RatingChunk, _parse_lines, _ratings_format, detect_layout,
-                                     read_movies)
+from movierec.data import importer, pgload
+from movierec.data.importer import ImportResult
+from movierec.data.movielens import DataFormatError, RatingChunk, _parse_lines, _ratings_format
 from movierec.db.engine import is_postgres
 from movierec.db.ratings_reader import RatingColumns, _stream
 from movierec.db.schema import Rating
@@ -47,22 +46,16 @@ def read_ratings(path: Path, default_time: int) -> Iterator[RatingChunk]:
 
 def import_movielens(engine: Engine, directory: Path) -> ImportResult:
     """The previous ``import movielens``: same transaction and rules, the old parsing and loading."""
-    layout = detect_layout(directory)
-    movies = read_movies(layout.movies)
-    started = time.perf_counter()
-    result = ImportResult()
-    with engine.begin() as conn:
-        result.movies_inserted, result.movies_updated = _upsert_movies(conn, movies)
-        known = _known_movie_ids(conn)
-        chunks = read_ratings(layout.ratings, int(time.time()))
-        before = conn.execute(select(func.count()).select_from(Rating)).scalar_one()
-        store = _copy_text if is_postgres(engine) else _executemany
-        result.ratings_read, touched = store(conn, _checked(layout.ratings, chunks, known), before)
-        after = conn.execute(select(func.count()).select_from(Rating)).scalar_one()
-        result.ratings_inserted = after - before
-        result.ratings_updated = touched - result.ratings_inserted
-    result.seconds = time.perf_counter() - started
-    return result
+    return importer.import_movielens(engine, directory, ratings_step=_store_ratings)
+
+
+def _store_ratings(conn: Connection, path: Path, known: np.ndarray, result: ImportResult, _hook: object) -> None:
+    chunks = _checked(path, read_ratings(path, int(time.time())), known)
+    before = conn.execute(select(func.count()).select_from(Rating)).scalar_one()
+    store = _copy_text if is_postgres(conn.engine) else _executemany
+    result.ratings_read, touched = store(conn, chunks, before)
+    result.ratings_inserted = conn.execute(select(func.count()).select_from(Rating)).scalar_one() - before
+    result.ratings_updated = touched - result.ratings_inserted
 
 
 def _checked(path: Path, chunks: Iterator[RatingChunk], known: np.ndarray) -> Iterator[RatingChunk]:

@@ -58,15 +58,22 @@ class ImportResult:
         )
 
 
-def import_movielens(engine: Engine, directory: Path, *, on_bytes: ProgressHook | None = None) -> ImportResult:
-    """Import the movies and ratings of a MovieLens directory (100K, 1M or CSV layout)."""
+RatingsStep = Callable[[Connection, Path, np.ndarray, ImportResult, ProgressHook | None], None]
+
+
+def import_movielens(engine: Engine, directory: Path, *, on_bytes: ProgressHook | None = None,
+                     ratings_step: RatingsStep | None = None) -> ImportResult:
+    """Import the movies and ratings of a MovieLens directory (100K, 1M or CSV layout).
+
+    ``ratings_step`` replaces the ratings loader (bench/import_speed.py passes the previous one).
+    """
     layout = detect_layout(directory)
     movies = read_movies(layout.movies)
     started = time.perf_counter()
     result = ImportResult()
     with engine.begin() as conn:
         result.movies_inserted, result.movies_updated = _upsert_movies(conn, movies)
-        _import_rating_chunks(conn, layout.ratings, _known_movie_ids(conn), result, on_bytes)
+        (ratings_step or _import_rating_chunks)(conn, layout.ratings, _known_movie_ids(conn), result, on_bytes)
     result.seconds = time.perf_counter() - started
     return result
 
