@@ -18,12 +18,15 @@ all of it back):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from sqlalchemy import Connection, text
 from sqlalchemy.schema import AddConstraint, DropConstraint
 
+from movierec.db.engine import DatabaseError
 from movierec.db.pgbinary import COLUMN_LIST, HEADER, TRAILER, encode
 from movierec.db.schema import Rating
 
@@ -87,16 +90,33 @@ def copy_into(conn: Connection, table: str, slices: Iterable[Columns], *, freeze
     The server parses each slice while the caller produces the next: parsing the file and
     loading it overlap on two cores.
     """
+    import psycopg
+
     options = "FORMAT binary, FREEZE" if freeze else "FORMAT binary"
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        with cursor.copy(f"COPY {table} ({COLUMN_LIST}) FROM STDIN ({options})") as copy:
+        with _driver_quiet(), cursor.copy(f"COPY {table} ({COLUMN_LIST}) FROM STDIN ({options})") as copy:
             copy.write(HEADER)
             for columns in slices:
                 copy.write(encode(*columns))
             copy.write(TRAILER)
+    except psycopg.Error as exc:  # the raw cursor's errors, as SQLAlchemy would have wrapped them
+        raise DatabaseError(f"COPY into {table} failed: {str(exc).strip().splitlines()[0]}") from exc
     finally:
         cursor.close()
+
+
+@contextmanager
+def _driver_quiet() -> Iterator[None]:
+    """psycopg also logs a warning when a COPY cannot be ended on a lost connection: the error
+    raised says it already, once (the CLI prints exactly one line)."""
+    logger = logging.getLogger("psycopg")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _count(conn: Connection) -> int:

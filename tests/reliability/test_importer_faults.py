@@ -25,10 +25,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from movierec.data.importer import import_ratings
 from movierec.data.movielens import DataFormatError
-from movierec.db.engine import make_engine
+from movierec.db.engine import DatabaseError, make_engine
 from movierec.db.schema import Movie, Rating
 
 from .harness import MOVIEREC, child_env, db_exec, db_rows, fresh_postgres, kill_group, knob, record
@@ -322,7 +323,7 @@ def test_copy_failing_halfway_leaves_the_database_as_it_was(postgres_admin_url: 
             db_exec(url, "INSERT INTO ratings SELECT 50000 + g, 1 + g % 20, 3.0, 5 FROM generate_series(1, 2000) g")
         before = snapshot(engine)
         sent = _fail_on_slice(monkeypatch, 4, _garble if fault == "garbled row" else _terminate_copy(url))
-        with pytest.raises(Exception) as info:  # noqa: PT011 - a driver error of either kind
+        with pytest.raises((DatabaseError, SQLAlchemyError)) as info:
             import_ratings(engine, data)
         assert len(sent) >= 4, f"the COPY stopped before the fault ({len(sent)} slices): {info.value}"
         engine.dispose()
@@ -335,3 +336,32 @@ def test_copy_failing_halfway_leaves_the_database_as_it_was(postgres_admin_url: 
         engine.dispose()
     record("importer", f"COPY of {rows} rows broken off after 3 of {len(sent)}+ slices ({fault}, {path}, PostgreSQL)",
            1, "database and schema as before; the retry imports everything")
+
+
+def test_cli_import_whose_copy_is_killed_fails_cleanly(postgres_admin_url: str, tmp_path: Path) -> None:
+    """The server process of a `movierec import` dies in the middle of its COPY (into an empty table, the
+    streaming path): one `error:` line naming the database, exit 1, no traceback, nothing imported."""
+    rows = knob("import_copy_kill_rows", 700_000, 2_000_000)  # > 500 000: the bulk path streams into ratings
+    path = write_big(tmp_path / "u.data", rows, bad_at_end=False)
+    with fresh_postgres(postgres_admin_url) as url:
+        engine = make_engine(url)
+        prepare(engine)
+        db_exec(url, "DELETE FROM ratings")
+        proc = subprocess.Popen([MOVIEREC, "import", "ratings", str(path)], env=child_env(MOVIEREC_DATABASE_URL=url),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 120
+        killed = []
+        while not killed:
+            assert proc.poll() is None and time.monotonic() < deadline, "the import never reached its COPY"
+            killed = db_rows(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                  "datname = current_database() AND pid <> pg_backend_pid() AND query ~* '^COPY'")
+            time.sleep(0.02)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1, (proc.returncode, out, err)
+        errors = [line for line in err.splitlines() if line.strip()]
+        assert len(errors) == 1 and errors[0].startswith("error: database "), err
+        assert "Traceback" not in err
+        assert snapshot(engine) == [] and _schema_intact(engine)
+        engine.dispose()
+    record("importer", f"`movierec import ratings` ({rows} rows, empty table) with its COPY's server process killed",
+           1, "exit 1, one 'error: database ...' line, nothing imported, schema intact")
