@@ -14,6 +14,7 @@ printed with the load average (``os.getloadavg``) at its start and end: our mach
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bench import legacy_import
+from bench.common import RESULTS
 from migrations import upgrade
 from movierec.data.importer import ImportResult, import_movielens
 from movierec.db.engine import make_engine
@@ -160,23 +162,69 @@ def main() -> None:
             print(f"{args.headline:,} ratings (headline):", flush=True)
             headline = import_into("postgresql", workdir, args.postgres_url, data, import_movielens,
                                    again=False, read=True, legacy_read=False)
-    print("\n| backend | ratings | previous import | rows/s | binary COPY import | rows/s | speed-up "
-          "| import again (no change) | load 1/5 min |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    report = tables(sides, reads, headline)
+    print("\n" + report)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "import_speed.md").write_text(report + "\n", encoding="utf-8")
+    results = {"sides": [{"backend": b, "ratings": n, "previous": o, "current": c} for b, n, o, c in sides],
+               "reads": [dict(zip(("rows", "previous_s", "current_s", "load"), r, strict=True)) for r in reads],
+               "headline": headline}
+    (RESULTS / "import_speed.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    plot(results, RESULTS / "import_speed.png")
+
+
+def tables(sides: list, reads: list, headline: dict | None) -> str:
+    """The Markdown tables of one run."""
+    lines = ["| backend | ratings | previous import | rows/s | binary COPY import | rows/s | speed-up "
+             "| import again (no change) | load 1/5 min |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for backend, n, old, new in sides:
-        print(f"| {backend} | {n:,} | {old['seconds']:.1f} s | {n / old['seconds']:,.0f} | {new['seconds']:.1f} s "
-              f"| {n / new['seconds']:,.0f} | {old['seconds'] / new['seconds']:.1f}x | {new['again']:.1f} s "
-              f"| {new['load']} |")
+        lines.append(f"| {backend} | {n:,} | {old['seconds']:.1f} s | {n / old['seconds']:,.0f} | {new['seconds']:.1f} s "
+                     f"| {n / new['seconds']:,.0f} | {old['seconds'] / new['seconds']:.1f}x | {new['again']:.1f} s "
+                     f"| {new['load']} |")
     if reads:
-        print("\n| ratings read by the trainer (PostgreSQL) | previous stream | page ranges | speed-up | load 1/5 min |")
-        print("|---:|---:|---:|---:|---|")
-        for rows, old_s, new_s, loads in reads:
-            print(f"| {rows:,} | {old_s:.1f} s | {new_s:.1f} s | {old_s / new_s:.1f}x | {loads} |")
+        lines += ["", "| ratings read by the trainer (PostgreSQL) | previous stream | page ranges | speed-up "
+                  "| load 1/5 min |", "|---:|---:|---:|---:|---|"]
+        lines += [f"| {rows:,} | {old_s:.1f} s | {new_s:.1f} s | {old_s / new_s:.1f}x | {loads} |"
+                  for rows, old_s, new_s, loads in reads]
     if headline:
         n = headline["read"]
-        print(f"\nheadline: {n:,} ratings into PostgreSQL in {headline['seconds']:.1f} s "
-              f"({n / headline['seconds']:,.0f}/s, load {headline['load']}); "
-              f"{headline['rows']:,} read back in {headline['read_s']:.1f} s (load {headline['read_load']})")
+        lines += ["", f"Headline: {n:,} ratings into PostgreSQL in {headline['seconds']:.1f} s "
+                  f"({n / headline['seconds']:,.0f}/s, load {headline['load']}); {headline['rows']:,} read back by "
+                  f"the trainer's reader in {headline['read_s']:.1f} s (load {headline['read_load']})."]
+    return "\n".join(lines)
+
+
+def plot(results: dict, out: Path) -> None:
+    """Ratings/s of both importers per backend and size, and read times: bars side by side."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels = [f"{s['backend']}\n{s['ratings']:,}" for s in results["sides"]]
+    x = np.arange(len(labels))
+    for offset, key, name in ((-0.2, "previous", "previous importer"), (0.2, "current", "binary COPY importer")):
+        left.bar(x + offset, [s["ratings"] / s[key]["seconds"] for s in results["sides"]], 0.4, label=name)
+    left.set_xticks(x, labels)
+    left.set_ylabel("ratings imported per second")
+    left.set_title("Import (fresh database)")
+    left.legend()
+    reads = results["reads"]
+    x = np.arange(len(reads))
+    right.bar(x - 0.2, [r["previous_s"] for r in reads], 0.4, label="previous stream")
+    right.bar(x + 0.2, [r["current_s"] for r in reads], 0.4, label="page ranges")
+    right.set_xticks(x, [f"{r['rows']:,}" for r in reads])
+    right.set_ylabel("seconds")
+    right.set_title("Trainer's read of every rating (PostgreSQL)")
+    right.legend()
+    fig.suptitle("bench/import_speed.py (timings on a shared machine: compare within a run)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
