@@ -45,8 +45,14 @@ COPY_ROWS = 1 << 20
 #: 64 MB, makes a 25M-row build spill to disk several times over).
 BULK_MAINTENANCE_MEM = "512MB"
 
+# The join leaves out rows that would change nothing before ON CONFLICT sees them: ON CONFLICT DO
+# UPDATE locks every conflicting row, even one its WHERE then leaves alone, so without it a
+# re-import would write a lock into every stored row (1.5-1.7x slower for 510k ratings). The
+# ON CONFLICT rule still decides, for rows written meanwhile.
 _MERGE = (
-    f"INSERT INTO ratings ({COLUMN_LIST}) SELECT {COLUMN_LIST} FROM import_ratings "
+    f"INSERT INTO ratings ({COLUMN_LIST}) SELECT s.user_id, s.movie_id, s.rating, s.rated_at FROM import_ratings s "
+    "LEFT JOIN ratings r ON r.user_id = s.user_id AND r.movie_id = s.movie_id "
+    "WHERE r.user_id IS NULL OR (s.rated_at >= r.rated_at AND (s.rating <> r.rating OR s.rated_at <> r.rated_at)) "
     "ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, rated_at = excluded.rated_at "
     "WHERE excluded.rated_at >= ratings.rated_at "
     "AND (excluded.rating <> ratings.rating OR excluded.rated_at <> ratings.rated_at)"
