@@ -36,6 +36,7 @@ from migrations import upgrade
 from movierec.data.importer import ImportResult, import_movielens
 from movierec.db.engine import make_engine
 from movierec.db.ratings_reader import read_all
+from trainer.data import load_db
 
 
 def write_set(directory: Path, n_ratings: int, n_movies: int, seed: int = 0) -> None:
@@ -104,7 +105,7 @@ def timed(label: str, run: Callable[[], object]) -> tuple[float, object, str]:
 
 
 def import_into(backend: str, workdir: Path, admin_url: str, data: Path, importer: Callable[..., ImportResult],
-                again: bool, read: bool, legacy_read: bool) -> dict[str, object]:
+                again: bool, read: bool, legacy_read: bool, trainer_load: bool = False) -> dict[str, object]:
     url, drop = fresh_database(backend, workdir, admin_url)
     out: dict[str, object] = {}
     try:
@@ -118,6 +119,8 @@ def import_into(backend: str, workdir: Path, admin_url: str, data: Path, importe
         if read:
             out["read_s"], columns, out["read_load"] = timed("postgresql read (page ranges)", lambda: read_all(engine))
             out["rows"] = len(columns)  # type: ignore[arg-type]
+        if read and trainer_load:
+            out["load_s"], _, _ = timed("trainer load_db (read + canonical arrays)", lambda: load_db(url))
         if legacy_read:
             out["legacy_read_s"], columns, _ = timed("postgresql read (previous stream)",
                                                      lambda: legacy_import.read_all(engine))
@@ -161,7 +164,7 @@ def main() -> None:
                 timed(f"writing {args.headline:,} ratings", lambda: write_set(data, args.headline, args.movies))
             print(f"{args.headline:,} ratings (headline):", flush=True)
             headline = import_into("postgresql", workdir, args.postgres_url, data, import_movielens,
-                                   again=False, read=True, legacy_read=False)
+                                   again=False, read=True, legacy_read=False, trainer_load=True)
     report = tables(sides, reads, headline)
     print("\n" + report)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -190,7 +193,8 @@ def tables(sides: list, reads: list, headline: dict | None) -> str:
         n = headline["read"]
         lines += ["", f"Headline: {n:,} ratings into PostgreSQL in {headline['seconds']:.1f} s "
                   f"({n / headline['seconds']:,.0f}/s, load {headline['load']}); {headline['rows']:,} read back by "
-                  f"the trainer's reader in {headline['read_s']:.1f} s (load {headline['read_load']})."]
+                  f"the trainer's reader in {headline['read_s']:.1f} s (load {headline['read_load']}); the trainer's whole "
+                  f"`load_db` (read, then ids made dense and rows put in canonical order) {headline['load_s']:.1f} s."]
     return "\n".join(lines)
 
 
