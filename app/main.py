@@ -39,6 +39,7 @@ from .metrics import Metrics
 from .middleware import BodySizeLimitMiddleware, MetricsMiddleware, SecurityHeadersMiddleware, json_value_budget
 from .model_registry import ModelRegistry
 from .popularity import Popularity
+from .user_reads import UserRatingsReader
 from .routers import admin, movies, ops, predict, ratings, recommend
 from .schemas import BODY_ERRORS
 
@@ -82,6 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     popularity = Popularity(sessions)
     app.state.engine, app.state.sessions = engine, sessions
     app.state.registry, app.state.popularity = registry, popularity
+    app.state.user_reads = UserRatingsReader(engine)
     await run_in_threadpool(_startup, registry, popularity)
 
     def model_tick() -> None:
@@ -97,6 +99,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        app.state.user_reads.close()
         engine.dispose()
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import Select, delete, func, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session
 
 from movierec.db.schema import Movie, Rating
@@ -53,6 +54,25 @@ def user_ratings(session: Session, user_id: int) -> UserRatings:
         select(Rating.movie_id, Rating.rating, Rating.rated_at).where(Rating.user_id == user_id)
     ).all()
     return UserRatings.from_rows([tuple(r) for r in rows])
+
+
+#: The one query of GET /recommend's hot path, in each driver's parameter style.
+_USER_RATINGS_SQL = {"qmark": "SELECT movie_id, rating, rated_at FROM ratings WHERE user_id = ?",
+                     "format": "SELECT movie_id, rating, rated_at FROM ratings WHERE user_id = %s",
+                     "pyformat": "SELECT movie_id, rating, rated_at FROM ratings WHERE user_id = %s"}
+
+
+def user_ratings_raw(connection: DBAPIConnection, paramstyle: str, user_id: int) -> UserRatings:
+    """:func:`user_ratings` on a driver connection: the same rows without SQLAlchemy's statement
+    compilation, result wrapping and session (most of the time of a /recommend on MovieLens 100K,
+    see docs/benchmarks.md). Driver errors are raised as they are; see :mod:`app.user_reads`."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(_USER_RATINGS_SQL[paramstyle], (user_id,))
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    return UserRatings.from_rows(rows)
 
 
 def many_user_ratings(session: Session, user_ids: Sequence[int]) -> dict[int, UserRatings]:
@@ -208,5 +228,5 @@ def users_rated_after(session: Session, after: int) -> list[tuple[int, int]]:
 __all__ = [
     "UserRatings", "all_movies", "delete_rating", "existing_movie_ids", "get_movie",
     "list_user_ratings", "many_user_ratings", "movie_rating_stats", "ping", "popularity_stats", "search_movies",
-    "upsert_ratings", "write_transaction", "user_ratings", "users_rated_after",
+    "upsert_ratings", "write_transaction", "user_ratings", "user_ratings_raw", "users_rated_after",
 ]
