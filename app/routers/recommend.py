@@ -93,9 +93,11 @@ async def recommend(request: Request) -> Response:
     return Response(body, media_type="application/json")
 
 
-#: Largest catalogue scored on the event loop (SQLite only). Above it the scoring, which numpy
-#: runs without the GIL, goes to the thread pool so the loop keeps serving other requests.
-INLINE_MAX_MOVIES = 20_000
+#: Largest catalogue scored on the event loop (SQLite only): about a millisecond of numpy at 100k
+#: movies. On 60k movies the loop used less CPU per request than the thread pool and served more
+#: (bench/serving.py, both ways in one run, 2 cores); above it the scoring, which numpy runs
+#: without the GIL, goes to the thread pool so that one request cannot hold the loop for long.
+INLINE_MAX_MOVIES = 100_000
 
 
 def _recommend_body(reader: UserRatingsReader, state: ServingState | None, popularity: Popularity,
