@@ -39,9 +39,9 @@ from .metrics import Metrics
 from .middleware import BodySizeLimitMiddleware, MetricsMiddleware, SecurityHeadersMiddleware, json_value_budget
 from .model_registry import ModelRegistry
 from .popularity import Popularity
-from .user_reads import UserRatingsReader
 from .routers import admin, movies, ops, predict, ratings, recommend
 from .schemas import BODY_ERRORS
+from .user_reads import UserRatingsReader
 
 log = logging.getLogger("app")
 

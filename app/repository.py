@@ -199,9 +199,13 @@ def movie_rating_stats(session: Session, movie_id: int) -> tuple[int, float | No
     return int(count), (float(mean) if mean is not None else None)
 
 
-def all_movies(session: Session) -> list[tuple[int, str, int | None, str]]:
-    """The whole catalogue (loaded once per model version to align metadata with model rows)."""
-    return [tuple(r) for r in session.execute(select(Movie.id, Movie.title, Movie.year, Movie.genres))]  # type: ignore[misc]
+def movie_chunks(session: Session, rows_per_chunk: int = 10_000) -> Iterator[list[tuple[int, str, int | None, str]]]:
+    """The whole catalogue in id order, ``(id, title, year, genres)`` rows in chunks: streamed, so a
+    million movies never sit in memory as one list (loaded once per model version)."""
+    result = session.execute(select(Movie.id, Movie.title, Movie.year, Movie.genres).order_by(Movie.id)
+                             .execution_options(yield_per=rows_per_chunk))
+    for part in result.partitions():
+        yield [tuple(r) for r in part]  # type: ignore[misc]
 
 
 def popularity_stats(session: Session) -> list[tuple[int, str, int | None, str, int, float]]:
@@ -226,7 +230,7 @@ def users_rated_after(session: Session, after: int) -> list[tuple[int, int]]:
 
 
 __all__ = [
-    "UserRatings", "all_movies", "delete_rating", "existing_movie_ids", "get_movie",
-    "list_user_ratings", "many_user_ratings", "movie_rating_stats", "ping", "popularity_stats", "search_movies",
+    "UserRatings", "delete_rating", "existing_movie_ids", "get_movie",
+    "list_user_ratings", "many_user_ratings", "movie_chunks", "movie_rating_stats", "ping", "popularity_stats", "search_movies",
     "upsert_ratings", "write_transaction", "user_ratings", "user_ratings_raw", "users_rated_after",
 ]

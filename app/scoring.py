@@ -15,6 +15,7 @@ that answers the last two approximately would slot in behind them.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -146,8 +147,8 @@ class LoadedModel:
         max_rated_at = snapshot.get("max_rated_at") if isinstance(snapshot, dict) else None
         self.snapshot_max_rated_at: int | None = int(max_rated_at) if max_rated_at is not None else None
 
-        # nn: layers in numeric order; the first layer is split into its user and movie halves so
-        # the movie half can be precomputed for the whole catalogue once per version.
+        # nn: layers in numeric order; the first layer is split into its user and movie halves. The
+        # movie half applied to every movie (``movie_h1``) is a derived tensor of the version file.
         self.layers: list[tuple[np.ndarray, np.ndarray]] = []
         if self.kind == "nn":
             indices = sorted({int(name.split(".")[1]) for name in t if name.startswith("mlp.")})
@@ -158,11 +159,14 @@ class LoadedModel:
             if w1.shape[1] != 2 * self.k or self.layers[-1][0].shape[0] != 1:
                 raise ValueError(f"nn layer shapes {[w.shape for w, _ in self.layers]} do not fit k={self.k}")
             self._w1_user = np.ascontiguousarray(w1[:, : self.k])
-            self._movie_h1 = self.movie_factors @ w1[:, self.k:].T  # (m, h1)
+            self._movie_h1 = np.asarray(t["movie_h1"], dtype=np.float32)  # (m, h1)
+            if self._movie_h1.shape[1] != w1.shape[0]:
+                raise ValueError(f"movie_h1 has {self._movie_h1.shape[1]} columns, the first layer {w1.shape[0]}")
 
-        # Cosine similarity between movies: normalise once.
-        norms = np.linalg.norm(self.movie_factors, axis=1, keepdims=True)
-        self.movie_unit: np.ndarray = self.movie_factors / np.maximum(norms, 1e-12)
+        # Cosine similarity between movies: the factors' norms (derived, in the version file); the
+        # factors themselves are never copied (a normalised copy was a private 256 MB per worker
+        # at 1M movies).
+        self.movie_norm: np.ndarray = np.asarray(t["movie_norm"], dtype=np.float32)
 
         # Fold-in prior (see fold_in): from the manifest or the trained users themselves.
         self.foldin_l2, self.foldin_l2_bias = self._foldin_penalties()
@@ -170,7 +174,7 @@ class LoadedModel:
         self.foldin_noise_var = self._positive(self.manifest.get("foldin_noise_var"), DEFAULT_FOLDIN_NOISE_VAR)
         self.prior_mean, self.prior_precision = self._user_prior()
 
-        for array in (self.user_factors, self.movie_factors, self.movie_unit, self.rank_term):
+        for array in (self.user_factors, self.movie_factors, self.movie_norm, self.rank_term):
             array.setflags(write=False)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -309,12 +313,22 @@ class LoadedModel:
         """The ``n`` allowed rows ranked best for ``user``, best first, with their ranking scores."""
         return self.top_n(self.rank_scores(user), n, allowed)
 
+    @functools.cached_property
+    def movie_unit(self) -> np.ndarray:
+        """The movie factors scaled to unit length: a private (m, k) array, made on first use only
+        (:meth:`similar` divides by :attr:`movie_norm` instead)."""
+        unit = self.movie_factors / np.maximum(self.movie_norm, 1e-12)[:, None]
+        unit.setflags(write=False)
+        return unit
+
     def similar(self, row: int, n: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` allowed rows closest to ``row`` by cosine of the learned factors (itself excluded).
 
         ``allowed`` is a mask of rows that may be returned; it is modified (``row`` is cleared).
         """
-        scores = self.movie_unit @ self.movie_unit[row]
+        scores = self.movie_factors @ self.movie_factors[row]
+        scores /= np.maximum(self.movie_norm, 1e-12)  # cosine = dot / (|a| |b|); |row| is the same for all
+        scores /= max(float(self.movie_norm[row]), 1e-12)
         allowed[row] = False
         return self.top_n(scores, n, allowed)
 
