@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from .. import recommendation
+from ..impressions import ImpressionRecorder, record_answer
 from ..metrics import Metrics
 from ..model_registry import ServingState
 from ..popularity import Popularity
@@ -74,6 +75,11 @@ async def recommend(request: Request) -> Response:
     Ranked by the model's embeddings (``u·m + rank_bias``). Users unknown to the model or who
     rated since it was trained are folded in from their current ratings (no retrain needed);
     users with no ratings get the most popular movies with ``personalized: false``.
+
+    Each answer has a ``request_id`` (also in ``X-Request-ID``) under which it is recorded for the
+    online metrics, and says which version served it (``model_version``, ``served_by``: ``current``,
+    or ``candidate`` for the users of a candidate version's share; headers ``X-Model-Version``,
+    ``X-Model-Role``).
     """
     # Like GET /predict, a measured fast path: the query parsed by hand, the app's state read
     # here rather than through dependencies, the body encoded here (no response-model pass).
@@ -81,16 +87,16 @@ async def recommend(request: Request) -> Response:
     user_id, n = q.user_id, q.n
     filters = Filters(genre=q.genre, min_year=q.min_year, exclude=parse_ids(q.exclude, "exclude"))
     app_state = request.app.state
-    state: ServingState | None = app_state.registry.state  # one version for the whole request
+    state, role = app_state.registry.serving(user_id)  # one version for the whole request
     reader: UserRatingsReader = app_state.user_reads
-    args = (reader, state, app_state.popularity, app_state.metrics, user_id, n, filters)
+    args = (reader, state, role, app_state.popularity, app_state.metrics, app_state.recorder, user_id, n, filters)
     # The user's ratings are read on every request (never a stale exclusion or fold-in); where
     # that read and the scoring are cheap enough they stay on the event loop (see app.user_reads).
     if reader.inline and (state is None or len(state.model.movie_ids) <= INLINE_MAX_MOVIES):
-        body = _recommend_body(*args, inline=True)
+        body, headers = _recommend_body(*args, inline=True)
     else:
-        body = await run_in_threadpool(_recommend_body, *args)
-    return Response(body, media_type="application/json")
+        body, headers = await run_in_threadpool(_recommend_body, *args)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 #: Largest catalogue scored on the event loop (SQLite only): about a millisecond of numpy at 100k
@@ -100,12 +106,18 @@ async def recommend(request: Request) -> Response:
 INLINE_MAX_MOVIES = 100_000
 
 
-def _recommend_body(reader: UserRatingsReader, state: ServingState | None, popularity: Popularity,
-                    metrics: Metrics, user_id: int, n: int, filters: Filters, inline: bool = False) -> bytes:
-    """GET /recommend's work: read the user's ratings, rank, and encode the response body."""
+def _recommend_body(reader: UserRatingsReader, state: ServingState | None, role: str, popularity: Popularity,
+                    metrics: Metrics, recorder: ImpressionRecorder, user_id: int, n: int, filters: Filters,
+                    inline: bool = False) -> tuple[bytes, dict[str, str]]:
+    """GET /recommend's work: read the user's ratings, rank, record the answer; its body and headers."""
     ratings = reader.read_here(user_id) if inline else reader.read(user_id)
     result = recommendation.recommend(state, popularity, user_id, ratings, n, filters, metrics)
+    headers: dict[str, str] = {}
+    stamp = record_answer(recorder, headers, user_id=user_id, model_version=result.model_version,
+                          source=result.source, endpoint="recommend", movie_ids=[i.movie_id for i in result.items],
+                          role=role)
     # Every field already has its JSON type: no response-model validation (a third of the encoding).
-    return json.dumps({"user_id": result.user_id, "model_version": result.model_version,
+    body = json.dumps({"user_id": result.user_id, "model_version": result.model_version,
                        "personalized": result.personalized, "source": result.source,
-                       "items": [item.as_dict() for item in result.items]}).encode()
+                       "items": [item.as_dict() for item in result.items], **stamp}).encode()
+    return body, headers
