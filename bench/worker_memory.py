@@ -26,25 +26,24 @@ if __package__ in (None, ""):
 from bench import common as C
 
 
-def pss_kib(pid: int) -> int:
-    """PSS of one process in KiB (0 if it has gone)."""
+def _proc_kib(path: str, key: str) -> int:
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
                 return int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return 0  # the process has gone
+
+
+def pss_kib(pid: int) -> int:
+    """PSS of one process in KiB."""
+    return _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    """RSS of one process in KiB."""
+    return _proc_kib(f"/proc/{pid}/status", "VmRSS:")
 
 
 def process_tree(pid: int) -> list[int]:
@@ -118,6 +117,73 @@ def measure(env: dict[str, str], workers: int, log: Path, max_user: int, request
     return {"workers": workers, "processes": len(pids), "loaded_s": loaded_s,
             "pss_mib": sum(p for p, _ in per.values()) / 1024, "rss_mib": sum(r for _, r in per.values()) / 1024,
             "per_process_pss_mib": sorted(round(p / 1024, 1) for p, _ in per.values())}
+
+
+def setup_million(work: Path, log: Path, n_movies: int = 1_000_000, n_model_users: int = 100_000,
+                  n_raters: int = 2000, n_ratings: int = 60_000) -> dict:
+    """A SQLite database with a catalogue of ``n_movies`` synthetic movies and ``n_ratings`` ratings by
+    ``n_raters`` users, and a ``dot`` model (k=64) of ``n_model_users`` users and every movie.
+
+    The rows are inserted directly (sqlite3 executemany, after ``movierec db upgrade``): what is
+    measured is the server's memory, not the import.
+    """
+    import sqlite3
+
+    import numpy as np
+
+    from bench.serving import cli, env_for, publish_synthetic
+
+    db = work / "million.db"
+    store = work / "store-million"
+    db.unlink(missing_ok=True)
+    cli(["db", "upgrade"], env_for(f"sqlite:///{db}", store), log)
+    t0 = time.perf_counter()
+    genres = ["Action", "Comedy", "Drama", "Romance", "Sci-Fi", "Thriller"]
+    rng = np.random.default_rng(11)
+    with sqlite3.connect(db) as conn:
+        conn.executemany("INSERT INTO movies (id, title, year, genres) VALUES (?, ?, ?, ?)",
+                         ((i, f"Synthetic movie {i} ({1920 + i % 100})", 1920 + i % 100,
+                           f"{genres[i % 6]}|{genres[(i // 6) % 6]}") for i in range(1, n_movies + 1)))
+        pairs = {(int(u), int(m)) for u, m in zip(rng.integers(1, n_raters + 1, n_ratings),
+                                                  rng.integers(1, n_movies + 1, n_ratings), strict=True)}
+        conn.executemany("INSERT INTO ratings VALUES (?, ?, ?, ?)",
+                         ((u, m, float(rng.integers(1, 11)) / 2, 1_000_000_000) for u, m in sorted(pairs)))
+    publish_synthetic(store, np.arange(1, n_model_users + 1), np.arange(1, n_movies + 1), len(pairs), 1_000_000_000)
+    weights = store / "1" / "model.safetensors"
+    return {"db_url": f"sqlite:///{db}", "store": store, "movies": n_movies, "model_users": n_model_users,
+            "raters": n_raters, "ratings": len(pairs), "model_file_mib": weights.stat().st_size / 2**20,
+            "setup_s": time.perf_counter() - t0}
+
+
+def compare(work: Path, log: Path, workers: tuple[int, ...] = (1, 4), requests: int = 200) -> dict:
+    """The 1M-movie setup, then :func:`measure` for each worker count; the rows and the setup."""
+    from bench.serving import env_for
+
+    setup = setup_million(work, log)
+    env = env_for(setup["db_url"], setup["store"])
+    rows = [measure(env, w, log, setup["raters"], requests) for w in workers]
+    setup["store"] = str(setup["store"])
+    return {"setup": setup, "rows": rows}
+
+
+def render(result: dict) -> list[str]:
+    """The worker-memory table (markdown lines) of :func:`compare`'s result."""
+    setup, rows = result["setup"], result["rows"]
+    one = rows[0]
+    table = []
+    for r in rows:
+        workers_only = sum(sorted(r["per_process_pss_mib"])[-r["workers"]:])
+        table.append([r["workers"], r["processes"], f"{r['pss_mib']:.0f}", f"{r['pss_mib'] / one['pss_mib']:.2f}",
+                      f"{workers_only:.0f}", f"{r['rss_mib']:.0f}", f"{r['loaded_s']:.0f}",
+                      " / ".join(f"{p:.0f}" for p in r["per_process_pss_mib"])])
+    return [
+        f"Model: `dot`, k=64, {setup['movies']:,} movies, {setup['model_users']:,} users (model file "
+        f"{setup['model_file_mib']:.0f} MiB); SQLite catalogue of {setup['movies']:,} movies, {setup['ratings']:,} "
+        f"ratings by {setup['raters']:,} users. PSS summed over the server's processes (uvicorn's supervisor "
+        "included when there are several workers), after every worker loaded the model and "
+        "the server answered 200 GET /recommend on new connections.", "",
+        C.md_table(["workers", "processes", "PSS MiB", "× 1 worker", "PSS of the workers alone", "RSS MiB (sum)",
+                    "s to load", "PSS per process"], table), ""]
 
 
 def main(argv: list[str] | None = None) -> None:
