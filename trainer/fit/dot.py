@@ -18,6 +18,7 @@ import torch
 from trainer import hugepages
 from trainer import kernels as K
 from trainer.data import Ratings
+from trainer.fit.loop import cpu_permutation
 from trainer.fit.optim import LazyAdam, RowSet, ScalarAdam, f32
 from trainer.fit.params import FitParams
 from trainer.fit.sampling import Ranking, ranked_rows
@@ -160,6 +161,9 @@ class DotStep:
         self.rating, self.weight = hugepages.zeros((r,)), hugepages.zeros((r,))
         self.softmax = ranking.loss == "softmax"
         self.negatives: np.ndarray | None = None
+
+    def permutation(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return cpu_permutation(n, gen)
 
     def begin_epoch(self, order: torch.Tensor, negatives: torch.Tensor | None) -> None:
         K.shuffle_ratings(self.records, order.numpy(), self.user, self.movie, self.rating.view(np.int32),
