@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from trainer import DivergedError
+from trainer import kernels as K
 from trainer.data import Ratings
 from trainer.fit.params import FitParams, History
 from trainer.fit.sampling import Ranking
@@ -102,6 +103,19 @@ def run_epochs(step: Step, train: Ratings, params: FitParams, ranking: Ranking, 
 def cpu_permutation(n: int, gen: torch.Generator) -> torch.Tensor:
     """A random order of ``n`` ratings drawn from ``gen`` (the steps that have no faster way of their own)."""
     return torch.randperm(n, generator=gen)
+
+
+def epoch_seed(gen: torch.Generator) -> int:
+    """One draw from the fit's generator that seeds an epoch's order (:func:`parallel_permutation`, the GPU's)."""
+    return int(torch.randint(0, 2 ** 62, (1,), generator=gen))
+
+
+def parallel_permutation(n: int, gen: torch.Generator) -> torch.Tensor:
+    """A random order of ``n`` ratings computed by every thread (:func:`trainer.kernels.random_permutation`),
+    seeded from ``gen``; the same order whatever the thread count."""
+    out = np.empty(n, np.int64)
+    K.random_permutation(epoch_seed(gen), out)
+    return torch.from_numpy(out)
 
 
 def _record(history: History, model: Model, valid: Ratings | None, loss: float, rank: float,

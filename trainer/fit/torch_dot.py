@@ -29,6 +29,7 @@ from trainer import kernels as K
 from trainer.data import Ratings
 from trainer.fit.engine import Engine
 from trainer.fit.lazy_adam import RowAdam
+from trainer.fit.loop import epoch_seed, parallel_permutation
 from trainer.fit.optim import ScalarAdam
 from trainer.fit.params import FitParams
 from trainer.fit.sampling import Ranking, ranked_rows
@@ -168,12 +169,12 @@ class TorchDotStep:
         self.negatives: torch.Tensor | None = None
 
     def permutation(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        """The epoch's order: drawn from ``gen`` on the CPU (identical to the numba engine's), or on the GPU
-        from a seed drawn from ``gen`` (a CPU permutation of 100M ratings would cost ~1 s an epoch)."""
+        """The epoch's order, from one draw of ``gen``: on the CPU the numba engine's (the same order), on the
+        GPU drawn there (a CPU permutation of 100M ratings would cost ~1 s an epoch, and a copy)."""
         if self.device.type == "cpu":
-            return torch.randperm(n, generator=gen)
-        seed = int(torch.randint(0, 2 ** 62, (1,), generator=gen))
-        return torch.randperm(n, generator=torch.Generator(self.device).manual_seed(seed), device=self.device)
+            return parallel_permutation(n, gen)
+        generator = torch.Generator(self.device).manual_seed(epoch_seed(gen))
+        return torch.randperm(n, generator=generator, device=self.device)
 
     def begin_epoch(self, order: torch.Tensor, negatives: torch.Tensor | None) -> None:
         order = order.to(self.device)
