@@ -22,8 +22,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 #: The kernels (trainer.kernels) a ``dot`` fit calls; each is timed as its own phase.
-KERNELS = ("rating_rows", "softmax_shift", "softmax_grad", "bpr_rows", "adam_rows", "random_permutation",
-           "shuffle_ratings", "shuffle_records")
+KERNELS = ("rating_rows", "softmax_shift", "softmax_grad", "bpr_rows", "touched_rows", "adam_rows",
+           "random_permutation", "shuffle_ratings")
 
 
 def profile(n: int, threads: int, epochs: int) -> dict[str, float]:
@@ -62,6 +62,7 @@ def profile(n: int, threads: int, epochs: int) -> dict[str, float]:
     ratings = Ratings(d["user"], d["movie"], d["rating"], np.zeros(n, np.int64),
                       np.arange(int(d["n_users"]), dtype=np.int64), np.arange(int(d["n_movies"]), dtype=np.int64))
     params = FitParams(factors=50, epochs=epochs, seed=0)
+    D.warm_up(params)  # compiled (or loaded from numba's cache) before the clocks start
     for obj, name, wrapped in patched:
         setattr(obj, name, wrapped)
     try:

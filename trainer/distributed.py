@@ -77,7 +77,8 @@ def in_worker() -> bool:
     return os.environ.get(WORKER_ENV) == "1"
 
 
-def run_rank(load: Callable[[], Any], params: Any, device: str, run: Callable[[Callable[..., Any]], Any], log: Callable[[str], None]) -> Any:
+def run_rank(load: Callable[[], Any], params: Any, device: str, run: Callable[[Callable[..., Any]], Any],
+             log: Callable[[str], None]) -> Any:
     """This process's part of the job: join it, agree on the data, then train (and on rank 0, ``run`` the
     pipeline with the distributed fitter and publish). Returns ``run``'s result on rank 0, None elsewhere."""
     import torch

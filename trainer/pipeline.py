@@ -67,7 +67,8 @@ def training_sets(data: Ratings) -> list[tuple[Ratings, Ratings]]:
     latest ratings, and the refit on everything (nothing held out). A distributed job's ranks other than 0
     train exactly these, in this order, beside rank 0's :func:`train_and_publish`."""
     random_mask, latest_mask = random_split(data), latest_split(data)
-    return [(data.subset(~random_mask), data.subset(random_mask)), (data.subset(~latest_mask), data.subset(latest_mask)),
+    return [(data.subset(~random_mask), data.subset(random_mask)),
+            (data.subset(~latest_mask), data.subset(latest_mask)),
             (data, data.subset(np.zeros(len(data), bool)))]
 
 

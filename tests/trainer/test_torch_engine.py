@@ -7,6 +7,7 @@ tables), to its quality on MovieLens 100K, and ``--device`` must fail clearly wh
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,7 @@ from trainer.fit.dot import DotStep
 from trainer.fit.lazy_adam import RowAdam
 from trainer.fit.sampling import Ranking
 from trainer.fit.torch_dot import TorchDotStep
-from trainer.metrics import ranking_metrics, rmse
-from trainer.split import latest_split, random_split
+from trainer.pipeline import evaluate
 from tests.trainer.conftest import write_udata
 
 CUDA = torch.cuda.is_available()
@@ -147,27 +147,18 @@ def test_cli_torch_engine_on_cpu_publishes_the_same_format(tmp_path: Path, synth
         np.testing.assert_allclose(x, b.tensors[name], rtol=1e-3, atol=1e-4, err_msg=name)
 
 
-def _quality(data: Ratings, params: FitParams, engine: str) -> tuple[float, float]:
-    """RMSE on a random 10 % and NDCG@10 on each user's latest 20 %, as the pipeline measures them."""
-    chosen = resolve("cuda" if engine == "cuda" else "cpu", "numba" if engine == "numba" else "torch")
-    mask = random_split(data)
-    train, test = data.subset(~mask), data.subset(mask)
-    model, _ = fit(train, params, engine=chosen)
-    error = rmse(model.predict(test.user, test.movie), test.rating)
-    mask = latest_split(data)
-    train, test = data.subset(~mask), data.subset(mask)
-    model, _ = fit(train, params, engine=chosen)
-    return error, ranking_metrics(train, test, model.rank_scores)["ndcg@10"]
-
-
 def _within_tolerance(ml100k_dir: Path, engine: str, epochs: int) -> None:
+    """Held-out RMSE (random 10 %) and NDCG@10 (each user's latest 20 %) as the pipeline measures them."""
     data = load_files(ml100k_dir)
-    ours, numba = [], []
+    ours = partial(fit, engine=resolve("cuda" if engine == "cuda" else "cpu", "torch"))
+    numba = partial(fit, engine=resolve("cpu", "numba"))
+    found: dict[str, list[tuple[float, float]]] = {"ours": [], "numba": []}
     for seed in (1, 2, 3):
         params = dataclasses.replace(FitParams(), epochs=epochs, seed=seed)
-        ours.append(_quality(data, params, engine))
-        numba.append(_quality(data, params, "numba"))
-    (r_ours, n_ours), (r_numba, n_numba) = np.mean(ours, axis=0), np.mean(numba, axis=0)
+        for name, fitter in (("ours", ours), ("numba", numba)):
+            metrics = evaluate(data, params, fitter=fitter)[0]
+            found[name].append((metrics["rmse"], metrics["ndcg@10"]))
+    (r_ours, n_ours), (r_numba, n_numba) = np.mean(found["ours"], axis=0), np.mean(found["numba"], axis=0)
     assert abs(r_ours - r_numba) <= 0.003, (r_ours, r_numba)
     assert abs(n_ours - n_numba) <= 0.005, (n_ours, n_numba)
     # and it learned: the untrained model (the global mean, random ranks) has RMSE ~1.13, NDCG@10 ~0.01

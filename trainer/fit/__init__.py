@@ -16,7 +16,7 @@ Modules, one job each:
 * ``optim``     the ``dot`` step's row-sparse Adam
 * ``nn``        the ``nn`` step: autograd and AdamW
 * ``engine``    which engine (numba kernels or torch ops) on which device (``--device``, ``--engine``)
-* ``torch_dot`` the ``dot`` step in torch ops on one device (GPU, or CPU for tests), :class:`~trainer.fit.torch_dot.Tables`
+* ``torch_dot`` the ``dot`` step in torch ops on one device (GPU, or CPU for tests), and where its rows live
 * ``lazy_adam`` the torch engine's row-sparse Adam (the numba engine's semantics, on any device)
 * ``sharded``   the ``dot`` step of a distributed job: rows sharded over its processes (torch.distributed)
 
@@ -48,7 +48,8 @@ from trainer.models import DotProductBias, EmbeddingNN, global_logit
 
 __all__ = [
     "DeviceUnavailableError", "Engine", "FitParams", "History", "NegativeSampler", "Progress", "Ranking", "Step",
-    "ThreadGovernor", "TorchDotStep", "default_threads", "defaults_for", "fit", "make_model", "one_cycle", "positive_weights", "rank_fraction", "ranked_rows",
+    "ThreadGovernor", "TorchDotStep", "default_threads", "defaults_for", "fit", "make_model", "one_cycle",
+    "positive_weights", "rank_fraction", "ranked_rows",
     "resolve", "run_epochs", "set_threads",
 ]
 

@@ -62,7 +62,8 @@ def resolve(device: str = "auto", engine: str = "auto", model: str = "dot", cuda
         device = "cuda" if has_cuda and engine != "numba" and model == "dot" else "cpu"
     if device == "cuda":
         if engine == "numba":
-            raise DeviceUnavailableError("--engine numba runs on the CPU only (use --engine torch or auto with --device cuda)")
+            raise DeviceUnavailableError("--engine numba runs on the CPU only "
+                                         "(use --engine torch or auto with --device cuda)")
         if model != "dot":
             raise DeviceUnavailableError(f"--model {model} trains on the CPU only; --device cuda is for dot")
         index = torch.cuda.current_device() if cuda_index is None else cuda_index

@@ -25,6 +25,7 @@ import dataclasses
 import torch
 import torch.distributed as dist
 
+from trainer import kernels as K
 from trainer.data import Ratings
 from trainer.fit.engine import Engine
 from trainer.fit.lazy_adam import RowAdam
@@ -34,7 +35,6 @@ from trainer.fit.sampling import Ranking
 from trainer.fit.threads import set_threads
 from trainer.fit.torch_dot import TorchDotStep, table_rows
 from trainer.models import DotProductBias
-from trainer import kernels as K
 
 
 def _all_gather_padded(x: torch.Tensor, sizes: list[int], group: dist.ProcessGroup | None) -> list[torch.Tensor]:

@@ -95,7 +95,8 @@ class LocalTables:
 
 
 def dot_loss(qu: torch.Tensor, qm: torch.Tensor, y: torch.Tensor, j: torch.Tensor | None, c: torch.Tensor | None,
-             m: torch.Tensor, log_a: torch.Tensor, ranking: Ranking, params: FitParams, consts: tuple[float, float, float],
+             m: torch.Tensor, log_a: torch.Tensor, ranking: Ranking, params: FitParams,
+             consts: tuple[float, float, float],
              norm: tuple[int, int], ranked: int, log_q: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
     """The objective on gathered rows: ``(loss, squared error sum, ranking loss sum)``.
 
@@ -167,6 +168,7 @@ class TorchDotStep:
         self.user = self.movie = self.rating = self.users
         self.weight: torch.Tensor | None = None
         self.negatives: torch.Tensor | None = None
+        self.fixed_log_a: torch.Tensor | None = None
 
     def permutation(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """The epoch's order, from one draw of ``gen``: on the CPU the numba engine's (the same order), on the
@@ -205,7 +207,7 @@ class TorchDotStep:
         qu, qm = self.tables.pull(u, movie_idx)
         qu.requires_grad_(True)
         qm.requires_grad_(True)
-        log_a = torch.tensor(self.scale.value, device=self.device, requires_grad=self.scale.learn)
+        log_a = self._log_a()
         big_r = ranked_rows(ranking.fraction, size)
         ranked = max(0, min(b, big_r - offset))
         loss, sq, rank = dot_loss(qu, qm, y, j, c, m, log_a, ranking, self.params, self.consts, (size, big_r),
@@ -222,6 +224,15 @@ class TorchDotStep:
             both = self.reduce(torch.stack([sq, rank]))
             return both[0], both[1]
         return sq, rank
+
+    def _log_a(self) -> torch.Tensor:
+        """The ranking scale's log as a tensor: made once when fixed (a host-to-GPU copy per step would make the
+        step wait), each step when learned (its Adam runs on the host)."""
+        if self.scale.learn:
+            return torch.tensor(self.scale.value, device=self.device, requires_grad=True)
+        if self.fixed_log_a is None:
+            self.fixed_log_a = torch.tensor(self.scale.value, device=self.device)
+        return self.fixed_log_a
 
     def end_epoch(self) -> None:
         self.model.rank_scale = math.exp(self.scale.value)
