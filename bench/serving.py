@@ -229,9 +229,9 @@ RECORDING_ROUNDS = 2
 
 
 def measure_recording(serve: list[str], db_url: str, store: Path, log: Path, env: dict[str, str], conns: list[int],
-                      duration: float, results: list[dict]) -> None:
+                      duration: float, results: list[dict], rounds: int = RECORDING_ROUNDS) -> None:
     """GET /recommend with impression recording off and on (MOVIEREC_RECORD_IMPRESSIONS), alternated."""
-    for _ in range(RECORDING_ROUNDS):
+    for _ in range(rounds):
         for state in ("off", "on"):
             server_env = {**env_for(db_url, store), "MOVIEREC_RECORD_IMPRESSIONS": "true" if state == "on" else "false"}
             with Server(serve, server_env, log, "/ready") as srv:
@@ -239,22 +239,28 @@ def measure_recording(serve: list[str], db_url: str, store: Path, log: Path, env
                         results)
 
 
+def rows_of(results: list[dict], connections: int, state: str) -> list[dict]:
+    """The recording-{state} rows measured with ``connections``."""
+    return [r for r in results if r["connections"] == connections and r["scenario"].endswith(f"recording {state})")]
+
+
 def recording_summary(results: list[dict]) -> list[str]:
     """Recording on against off: mean requests/s and p99 over the rounds, as ratios (target: within 10 %)."""
     lines = []
     for c in sorted({r["connections"] for r in results}):
         def mean(state: str, key: str, c: int = c) -> float:
-            rows = [r[key] for r in results if r["connections"] == c and r["scenario"].endswith(f"recording {state})")]
+            rows = [r[key] for r in rows_of(results, c, state)]
             return sum(rows) / len(rows) if rows else float("nan")
         off_rps, on_rps, off_p99, on_p99 = mean("off", "rps"), mean("on", "rps"), mean("off", "p99_ms"), mean("on", "p99_ms")
         if off_rps == off_rps and on_rps == on_rps:  # both measured (not NaN)
             lines.append(f"- {c} connection(s): recording on / off = {on_rps / off_rps:.3f} × requests/s "
                          f"({on_rps:.0f} / {off_rps:.0f}), {on_p99 / off_p99:.3f} × p99 ({on_p99:.2f} / {off_p99:.2f} ms), "
-                         f"mean of {RECORDING_ROUNDS} alternated rounds")
+                         f"mean of {len(rows_of(results, c, 'on'))} alternated rounds")
     return lines
 
 
-def run(duration: float, conns: list[int], postgres: bool, only_recording: bool = False) -> dict:
+def run(duration: float, conns: list[int], postgres: bool, only_recording: bool = False,
+        rounds: int = RECORDING_ROUNDS) -> dict:
     t_start = time.perf_counter()
     if WORK.exists():
         shutil.rmtree(WORK)
@@ -270,7 +276,7 @@ def run(duration: float, conns: list[int], postgres: bool, only_recording: bool 
     info["100k"] = s100 = setup_100k(db100, store100, log)
     read_env = {"MAX_USER": str(s100["users"]), "MAX_MOVIE": str(s100["movies"]), "SEED": "1"}
     if only_recording:
-        measure_recording(serve, db100, store100, log, read_env, conns, duration, results)
+        measure_recording(serve, db100, store100, log, read_env, conns, duration, results, rounds)
         info.update(results=results, environment=C.environment(), seconds=time.perf_counter() - t_start)
         return info
     print("setting up SQLite 60k movies ...", flush=True)
@@ -382,11 +388,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-postgres", action="store_true")
     ap.add_argument("--only-recording", action="store_true",
                     help="only GET /recommend with impression recording off and on (and no saved results)")
+    ap.add_argument("--rounds", type=int, default=RECORDING_ROUNDS, help="alternated off/on rounds of recording")
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
     duration, conns = (3.0, [8]) if args.quick else (args.duration, args.connections)
-    info = run(duration, conns, not args.skip_postgres, args.only_recording)
+    info = run(duration, conns, not args.skip_postgres, args.only_recording, args.rounds)
     text = render(info)
     if args.only_recording:
         print(text)
