@@ -135,14 +135,16 @@ class ModelStore:
         return versions[-1]
 
     def candidate(self) -> Candidate | None:
-        """The candidate pointer, or None when there is none (or it names a version no longer here,
-        or is unreadable: serving CURRENT to everybody is the safe reading)."""
+        """The candidate pointer, or None when there is none (or it is unreadable, or names a version
+        no longer here or the current one: serving CURRENT to everybody is the safe reading)."""
         try:
             data = json.loads((self.root / CANDIDATE_FILE).read_text(encoding="utf-8"))
             candidate = Candidate(int(data["version"]), float(data["share"]), str(data["salt"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if not 0.0 <= candidate.share <= 1.0 or candidate.version not in self.versions():
+            return None
+        if candidate.version == self.current_version():  # e.g. `models use N` or a rollback onto it
             return None
         return candidate
 
