@@ -253,8 +253,12 @@ class ModelStore:
         manifest: Mapping[str, Any],
         extra_files: Callable[[Path], None] | None = None,
         keep: int | None = None,
+        make_current: bool = True,
     ) -> int:
         """Write a new version atomically and make it current; return its number.
+
+        With ``make_current=False`` the served version stays what it was (a version to try as a
+        candidate first); in an empty store the new version is served anyway, as the only one.
 
         ``manifest`` gets ``format_version``, ``version``, ``weights_sha256`` and ``created_at``
         filled in. ``extra_files(directory)`` may write more files (report PNGs) into the version
@@ -265,6 +269,7 @@ class ModelStore:
         arrays = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
         with self.lock():
             self._remove_stale_tmp()
+            previous = self.current_version()
             version = self._next_version()
             tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.root))
             try:
@@ -291,7 +296,8 @@ class ModelStore:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            self._write_current(version)
+            # Without a CURRENT file the highest version is served: pin the previous one explicitly.
+            self._write_current(version if make_current or previous is None else previous)
             if keep is not None:
                 self._prune(keep)
         return version

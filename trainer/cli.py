@@ -48,6 +48,9 @@ def train(
     store: Annotated[Optional[Path], typer.Option(help="Model store (default MOVIEREC_MODEL_STORE).")] = None,
     bpr_weight: Annotated[Optional[float], typer.Option(
         min=0.0, hidden=True, help="Deprecated: the old name of --rank-weight.")] = None,
+    candidate: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, help="Publish as the candidate version serving this share of users (0..1) "
+                               "instead of making it current.")] = None,
 ) -> None:
     """Train a model on all ratings, evaluate it against baselines, and publish it if it passes the gate."""
     import os
@@ -74,7 +77,7 @@ def train(
         rank_weight = bpr_weight
     try:
         _run(model.value, factors, epochs, lr, wd, batch_size, rank_weight, seed, force, tolerance, source, store,
-             rank_sample)
+             rank_sample, candidate)
     except TrainerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -93,7 +96,8 @@ def missing_training_packages() -> list[str]:
 
 def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, wd: float | None,
          batch_size: int | None, rank_weight: float | None, seed: int, force: bool, tolerance: float | None,
-         source: Path | None, store_path: Path | None, rank_sample: float | None = None) -> None:
+         source: Path | None, store_path: Path | None, rank_sample: float | None = None,
+         candidate: float | None = None) -> None:
     from movierec.settings import get_settings
     from movierec.store import ModelStore
     from trainer.data import load_db, load_files
@@ -122,7 +126,8 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
         report = _Reporter(progress)
         result = train_and_publish(load, store, params, force=force,
                                    tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
-                                   keep=settings.keep_versions, progress=report.epoch, log=report.log, source=where)
+                                   keep=settings.keep_versions, progress=report.epoch, log=report.log, source=where,
+                                   candidate_share=candidate)
     m = result.manifest["metrics"]
     typer.echo(f"published version {result.version} to {store.root} "
                f"(rmse {m.get('rmse', float('nan')):.4f}, ndcg@10 {m.get('ndcg@10', float('nan')):.4f}, "
