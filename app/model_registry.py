@@ -163,12 +163,13 @@ class ModelRegistry:
         if pointer is None:
             if loaded is not None:
                 log.info("candidate version %s no longer served", loaded.pointer.version)
-            self.candidate, self.candidate_error = None, None
+            self._set_candidate(None)
+            self.candidate_error = None
             return
         if loaded is not None and loaded.pointer == pointer:
             return
         if loaded is not None and loaded.pointer.version == pointer.version:
-            self.candidate = CandidateState(pointer, loaded.state)  # new share or salt only
+            self._set_candidate(CandidateState(pointer, loaded.state))  # new share or salt only
             return
         if self._refused.get(pointer.version) == self._signature(pointer.version):
             return
@@ -182,9 +183,15 @@ class ModelRegistry:
             log.error("%s; keeping candidate %s", self.candidate_error,
                       loaded.pointer.version if loaded is not None else None)
             return
-        self.candidate, self.candidate_error = CandidateState(pointer, state), None
+        self._set_candidate(CandidateState(pointer, state))
+        self.candidate_error = None
         self._metrics.reloads.labels("success").inc()
         log.info("candidate version %s serves %.1f %% of users", pointer.version, 100 * pointer.share)
+
+    def _set_candidate(self, candidate: CandidateState | None) -> None:
+        self.candidate = candidate  # one reference: a request sees the old candidate or the new one
+        self._metrics.candidate_version.set(candidate.pointer.version if candidate is not None else 0)
+        self._metrics.candidate_share.set(candidate.pointer.share if candidate is not None else 0)
 
     def _load_state(self, version: int) -> ServingState:
         """Load, validate and prepare ``version`` on the side (the served state is untouched).
