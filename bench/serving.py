@@ -10,6 +10,8 @@ access log on; wrk runs as another process on 127.0.0.1 with 1 thread):
                ``GET /predict`` and ``GET /recommend?n=10`` for random known users/movies
 * 60k movies:  SQLite with a synthetic catalogue of 60,000 movies and 300,000 ratings by 2,000 users
                (bench/synthetic.py) imported the same way; ``GET /recommend?n=10``
+* worker memory: ``movierec serve --workers 1`` and ``--workers 4`` on a 1M-movie synthetic model and
+               catalogue (bench/worker_memory.py): PSS of the server's processes; ``--skip-memory`` leaves it out
 * POST /ratings: one rating per request (JSON) into SQLite and into a fresh PostgreSQL database
                (created, migrated and imported here, dropped afterwards), users outside the read set
 
@@ -74,10 +76,7 @@ def cli(args: list[str], env: dict[str, str], log: Path) -> float:
 
 def publish_synthetic(store: Path, user_ids: np.ndarray, movie_ids: np.ndarray, n_ratings: int,
                       max_rated_at: int, seed: int = 0, item_neighbours: int = 0) -> int:
-    """A ``dot`` model of random factors for these ids (k=64), published as the current version;
-    with ``item_neighbours`` > 0 also an item-item term of that many random neighbours per movie
-    (the shape the trainer publishes, ``trainer.itemitem``)."""
-    from movierec.item_term import ItemTerm
+    """A ``dot`` model of random factors for these ids (k=64), published as the current version."""
     from movierec.store import ModelStore
 
     rng = np.random.default_rng(seed)
@@ -90,7 +89,9 @@ def publish_synthetic(store: Path, user_ids: np.ndarray, movie_ids: np.ndarray, 
         "movie_bias": rng.normal(0, 0.1, m).astype(np.float32),
         "rank_bias": rng.normal(0, 0.1, m).astype(np.float32),
     }
-    if item_neighbours > 0:
+    if item_neighbours > 0:  # an item-item term of the trainer's shape (trainer.itemitem): k neighbours a movie
+        from movierec.item_term import ItemTerm
+
         k = min(item_neighbours, m)
         cols = np.sort(np.argsort(rng.random((m, m)), axis=1)[:, :k], axis=1) if m <= 5000 else \
             np.sort(rng.integers(0, m, (m, k)), axis=1)
@@ -105,20 +106,17 @@ def publish_synthetic(store: Path, user_ids: np.ndarray, movie_ids: np.ndarray, 
 
 
 def setup_100k(db_url: str, store: Path | None, log: Path, plain_store: Path | None = None) -> dict:
-    """Migrate ``db_url``, import MovieLens 100K; publish the model into ``store`` when given (with the
-    item term the trainer's defaults publish), and the same model without it into ``plain_store``."""
+    """Migrate ``db_url``, import MovieLens 100K; publish the model into ``store`` when given (with an item
+    term of the trainer's shape) and the same factors without one into ``plain_store``."""
     folder, how = C.ml100k_dir()
     env = env_for(db_url, store or WORK / "unused-store")
     t = cli(["db", "upgrade"], env, log)
     t += cli(["import", "movielens", str(folder)], env, log)
     raw = np.loadtxt(folder / "u.data", dtype=np.int64, delimiter="\t")
     if store is not None:
-        from trainer.fit import defaults_for
-
-        neighbours = defaults_for("dot").item_neighbours
         publish_synthetic(store, np.unique(raw[:, 0]), np.unique(raw[:, 1]), len(raw), int(raw[:, 3].max()),
-                          item_neighbours=neighbours)
-    if plain_store is not None:
+                          item_neighbours=_item_neighbours())
+    if plain_store is not None:  # the same factors without the item term: what the term costs
         publish_synthetic(plain_store, np.unique(raw[:, 0]), np.unique(raw[:, 1]), len(raw), int(raw[:, 3].max()))
     return {"users": int(raw[:, 0].max()), "movies": int(raw[:, 1].max()), "setup_s": t, "source": str(folder)}
 
@@ -225,16 +223,29 @@ def wrk(url: str, script: str, connections: int, duration: float, env: dict[str,
     return res
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(name: str, server: Server, script: str, env: dict[str, str], conns: list[int], duration: float,
-            results: list[dict], warmup: float = 2.0) -> None:
+            results: list[dict], warmup: float = 2.0, cpu: bool = False) -> None:
+    """wrk against ``server`` for each connection count; with ``cpu``, also the server's CPU time per
+    request (far less sensitive than throughput to other work on a shared machine)."""
     wrk(server.url, script, conns[-1], warmup, env)  # warm-up, not recorded
     for c in conns:
+        before = cpu_seconds(server.proc.pid) if cpu else 0.0
         r = wrk(server.url, script, c, duration, env)
+        if cpu and r["requests"]:
+            time.sleep(0.5)  # background work the requests caused (the impression writer) lands too
+            r["cpu_ms_per_request"] = 1000 * (cpu_seconds(server.proc.pid) - before) / r["requests"]
         r["scenario"] = name
         r["load_avg_1m"] = os.getloadavg()[0]
         results.append(r)
         print(f"  {name:28s} c={c:<3d} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
-              f"  non-2xx {r['non2xx']}  socket errors {r['socket_errors']}", flush=True)
+              f"  non-2xx {r['non2xx']}  socket errors {r['socket_errors']}"
+              + (f"  CPU {r['cpu_ms_per_request']:.3f} ms/request" if "cpu_ms_per_request" in r else ""), flush=True)
 
 
 # ------------------------------------------------------------------------------------- driver
@@ -245,49 +256,64 @@ def measure(name: str, server: Server, script: str, env: dict[str, str], conns: 
 RECORDING_ROUNDS = 2
 
 
-def measure_alternated(what: str, variants: dict[str, tuple[dict[str, str], Path]], serve: list[str], db_url: str,
-                       log: Path, env: dict[str, str], conns: list[int], duration: float,
-                       results: list[dict]) -> None:
-    """GET /recommend under each variant (label -> extra server environment, model store), alternated
-    over RECORDING_ROUNDS rounds so that a drifting machine load hits every variant alike."""
-    for _ in range(RECORDING_ROUNDS):
-        for label, (extra, store) in variants.items():
-            with Server(serve, {**env_for(db_url, store), **extra}, log, "/ready") as srv:
-                measure(f"GET /recommend (100K, {what} {label})", srv, "recommend.lua", env, conns, duration, results)
+def _item_neighbours() -> int:
+    """Neighbours per movie of the item term the trainer's defaults publish."""
+    from trainer.fit import defaults_for
+
+    return defaults_for("dot").item_neighbours
 
 
 def measure_recording(serve: list[str], db_url: str, store: Path, log: Path, env: dict[str, str], conns: list[int],
-                      duration: float, results: list[dict]) -> None:
+                      duration: float, results: list[dict], rounds: int = RECORDING_ROUNDS) -> None:
     """GET /recommend with impression recording off and on (MOVIEREC_RECORD_IMPRESSIONS), alternated."""
     variants = {state: ({"MOVIEREC_RECORD_IMPRESSIONS": "true" if state == "on" else "false"}, store)
                 for state in ("off", "on")}
-    measure_alternated("recording", variants, serve, db_url, log, env, conns, duration, results)
+    measure_alternated("recording", variants, serve, db_url, log, env, conns, duration, results, rounds)
 
 
 def measure_item_term(serve: list[str], db_url: str, store: Path, plain_store: Path, log: Path, env: dict[str, str],
-                      conns: list[int], duration: float, results: list[dict]) -> None:
+                      conns: list[int], duration: float, results: list[dict], rounds: int = RECORDING_ROUNDS) -> None:
     """GET /recommend of the same model without and with its item-item term, alternated."""
     variants = {"off": ({}, plain_store), "on": ({}, store)}
-    measure_alternated("item term", variants, serve, db_url, log, env, conns, duration, results)
+    measure_alternated("item term", variants, serve, db_url, log, env, conns, duration, results, rounds)
 
 
-def alternated_summary(results: list[dict], what: str) -> list[str]:
+def measure_alternated(what: str, variants: dict[str, tuple[dict[str, str], Path]], serve: list[str], db_url: str,
+                       log: Path, env: dict[str, str], conns: list[int], duration: float, results: list[dict],
+                       rounds: int) -> None:
+    """GET /recommend under each variant (label -> extra server environment, model store), each in a fresh
+    server, alternated over ``rounds`` so that the machine's drift hits every variant alike."""
+    for _ in range(rounds):
+        for label, (extra, store) in variants.items():
+            with Server(serve, {**env_for(db_url, store), **extra}, log, "/ready") as srv:
+                measure(f"GET /recommend (100K, {what} {label})", srv, "recommend.lua", env, conns, duration,
+                        results, cpu=True)
+
+
+def rows_of(results: list[dict], connections: int, state: str, what: str = "recording") -> list[dict]:
+    """The ``what``-{state} rows measured with ``connections``."""
+    return [r for r in results if r["connections"] == connections and r["scenario"].endswith(f"{what} {state})")]
+
+
+def recording_summary(results: list[dict], what: str = "recording") -> list[str]:
     """``what`` on against off: mean requests/s and p99 over the rounds, as ratios (target: within 10 %)."""
     lines = []
     for c in sorted({r["connections"] for r in results}):
         def mean(state: str, key: str, c: int = c) -> float:
-            rows = [r[key] for r in results if r["connections"] == c and r["scenario"].endswith(f"{what} {state})")]
+            rows = [r.get(key, float("nan")) for r in rows_of(results, c, state, what)]
             return sum(rows) / len(rows) if rows else float("nan")
         off_rps, on_rps, off_p99, on_p99 = mean("off", "rps"), mean("on", "rps"), mean("off", "p99_ms"), mean("on", "p99_ms")
+        off_cpu, on_cpu = mean("off", "cpu_ms_per_request"), mean("on", "cpu_ms_per_request")
         if off_rps == off_rps and on_rps == on_rps:  # both measured (not NaN)
             lines.append(f"- {c} connection(s): {what} on / off = {on_rps / off_rps:.3f} × requests/s "
                          f"({on_rps:.0f} / {off_rps:.0f}), {on_p99 / off_p99:.3f} × p99 ({on_p99:.2f} / {off_p99:.2f} ms), "
-                         f"mean of {RECORDING_ROUNDS} alternated rounds")
+                         f"{on_cpu / off_cpu:.3f} × server CPU per request ({on_cpu:.3f} / {off_cpu:.3f} ms), "
+                         f"mean of {len(rows_of(results, c, 'on', what))} alternated rounds")
     return lines
 
 
 def run(duration: float, conns: list[int], postgres: bool, only_recording: bool = False,
-        only_item_term: bool = False) -> dict:
+        rounds: int = RECORDING_ROUNDS, only_item_term: bool = False) -> dict:
     t_start = time.perf_counter()
     if WORK.exists():
         shutil.rmtree(WORK)
@@ -305,9 +331,9 @@ def run(duration: float, conns: list[int], postgres: bool, only_recording: bool 
     read_env = {"MAX_USER": str(s100["users"]), "MAX_MOVIE": str(s100["movies"]), "SEED": "1"}
     if only_recording or only_item_term:
         if only_recording:
-            measure_recording(serve, db100, store100, log, read_env, conns, duration, results)
+            measure_recording(serve, db100, store100, log, read_env, conns, duration, results, rounds)
         if only_item_term:
-            measure_item_term(serve, db100, store100, store100_plain, log, read_env, conns, duration, results)
+            measure_item_term(serve, db100, store100, store100_plain, log, read_env, conns, duration, results, rounds)
         info.update(results=results, environment=C.environment(), seconds=time.perf_counter() - t_start)
         return info
     print("setting up SQLite 60k movies ...", flush=True)
@@ -322,9 +348,8 @@ def run(duration: float, conns: list[int], postgres: bool, only_recording: bool 
         measure("GET /predict (100K)", srv, "predict.lua", read_env, conns, duration, results)
         measure("GET /recommend (100K)", srv, "recommend.lua", read_env, conns, duration, results)
         measure("POST /ratings (SQLite)", srv, "ratings.lua", write_env, conns, duration, results)
-    # The same model without the item-item term: what the term costs /recommend (same run, same database).
-    measure_item_term(serve, db100, store100, store100_plain, log, read_env, conns, duration, results)
     measure_recording(serve, db100, store100, log, read_env, conns, duration, results)
+    measure_item_term(serve, db100, store100, store100_plain, log, read_env, conns, duration, results)
     with Server(serve, env_for(f"sqlite:///{WORK / 'synthetic60k.db'}", store60), log, "/ready") as srv:
         measure("GET /recommend (60k movies)", srv, "recommend.lua",
                 {"MAX_USER": str(s60["users"]), "SEED": "1"}, conns, duration, results)
@@ -340,6 +365,11 @@ def run(duration: float, conns: list[int], postgres: bool, only_recording: bool 
                     measure("POST /ratings (PostgreSQL)", srv, "ratings.lua", write_env, conns, duration, results)
             finally:
                 _pg_drop(pg_url)
+    if memory:
+        print("worker memory, 1M movies ...", flush=True)
+        from bench import worker_memory
+
+        info["worker_memory"] = worker_memory.compare(WORK, log)
     # bare again at the end: how much did the machine drift during the run?
     with Server(bare, env_for(db100, store100), log, "/const") as srv:
         measure("bare FastAPI GET /const (again)", srv, "bare.lua", read_env, conns, duration, results)
@@ -403,16 +433,22 @@ def render(info: dict) -> str:
         out += [f"## {c} connection{'s' if c > 1 else ''}, {rows[0]['duration_s']:g} s each", "",
                 C.md_table(["scenario", "requests/s", "× bare (first)", "p50", "p90", "p99", "requests",
                             "errors (non-2xx + socket)", "load avg 1 min after"], table), ""]
-    out += ["Targets (issue): `/predict` throughput >= 0.70 × bare; `/recommend` p99 < 20 ms on 100K and < 50 ms "
-            "on 60k movies.", ""]
-    recording = alternated_summary(res, "recording")
+    out += ["Targets (issues): `/predict` throughput >= 0.70 × bare; `/recommend` at 16 connections >= 0.25 × bare "
+            "on 100K and >= 0.15 × bare on 60k movies, p99 <= 25 ms on both (issue 17); 4 workers on a 1M-movie "
+            "model <= 1.5 × the memory of one (PSS).", ""]
+    recording = recording_summary(res)
     if recording:
         out += ["Impression recording (issue 18 target: throughput and p99 within 10 % of recording off):", "",
                 *recording, ""]
-    item_term = alternated_summary(res, "item term")
+    item_term = recording_summary(res, "item term")
     if item_term:
         out += ["Item-item term of the ranking (issue 16 target: /recommend within 10 % of the same model without "
-                "it; 100 neighbours per rated movie, MovieLens 100K users' real ratings):", "", *item_term, ""]
+                "it; the trainer's neighbours per rated movie, MovieLens 100K users' real ratings):", "",
+                *item_term, ""]
+    if "worker_memory" in info:
+        from bench import worker_memory
+
+        out += ["## Worker memory", ""] + worker_memory.render(info["worker_memory"])
     out += [f"- {n}" for n in info["notes"]]
     return "\n".join(out)
 
@@ -425,13 +461,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-postgres", action="store_true")
     ap.add_argument("--only-recording", action="store_true",
                     help="only GET /recommend with impression recording off and on (and no saved results)")
+    ap.add_argument("--rounds", type=int, default=RECORDING_ROUNDS, help="alternated off/on rounds of recording")
     ap.add_argument("--only-item-term", action="store_true",
                     help="only GET /recommend without and with the item-item term (and no saved results)")
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
     duration, conns = (3.0, [8]) if args.quick else (args.duration, args.connections)
-    info = run(duration, conns, not args.skip_postgres, args.only_recording, args.only_item_term)
+    info = run(duration, conns, not args.skip_postgres, args.only_recording, args.rounds, args.only_item_term)
     text = render(info)
     if args.only_recording or args.only_item_term:
         print(text)

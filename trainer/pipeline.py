@@ -43,6 +43,9 @@ REFIT = "all ratings: the published model is retrained from scratch on every rat
 Log = Callable[[str], None]
 #: The embeddings an ``nn`` fit on a training part starts from (``--init-from``).
 InitFor = Callable[[Ratings], Embeddings]
+#: ``fitter(train, params, valid=..., progress=...)``: how a run trains (:func:`trainer.fit.fit` with an
+#: engine bound, or a distributed job's fit); every fit of a run goes through it.
+Fitter = Callable[..., tuple[Any, Any]]
 
 
 @dataclass
@@ -64,8 +67,19 @@ def evaluation_protocol() -> dict[str, Any]:
     }
 
 
-def evaluate(data: Ratings, params: FitParams, progress: Progress | None = None, log: Log = lambda _m: None,
-             init_for: InitFor | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[float]]]:
+def training_sets(data: Ratings) -> list[tuple[Ratings, Ratings]]:
+    """The (train, held-out) pairs of a run's fits, in the order they train: the random split, each user's
+    latest ratings, and the refit on everything (nothing held out). A distributed job's ranks other than 0
+    train exactly these, in this order, beside rank 0's :func:`train_and_publish`."""
+    random_mask, latest_mask = random_split(data), latest_split(data)
+    return [(data.subset(~random_mask), data.subset(random_mask)),
+            (data.subset(~latest_mask), data.subset(latest_mask)),
+            (data, data.subset(np.zeros(len(data), bool)))]
+
+
+def evaluate(data: Ratings, params: FitParams, progress: Progress | None = None,
+             log: Log = lambda _m: None, fitter: Fitter = fit, init_for: InitFor | None = None,
+             ) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[float]]]:
     """Held-out metrics, baseline metrics and the random-split run's curves.
 
     ``init_for(train)``: the embeddings an ``nn`` fit on ``train`` starts from (``--init-from``); they
@@ -73,19 +87,17 @@ def evaluate(data: Ratings, params: FitParams, progress: Progress | None = None,
     """
     metrics: dict[str, Any] = {}
     baselines: dict[str, Any] = {}
-    mask = random_split(data)
-    train, test = data.subset(~mask), data.subset(mask)
+    (train, test), (latest_train, latest_test), _ = training_sets(data)
     log(f"evaluation 1/2: random {RANDOM_TEST_FRACTION:.0%} held out ({len(test)} ratings)")
-    model, history = fit(train, params, valid=test, progress=progress, init=init_for(train) if init_for else None)
+    model, history = fitter(train, params, valid=test, progress=progress, **_init(init_for, train))
     if len(test):
         metrics.update(rating_metrics(model.predict(test.user, test.movie), test.rating))
         base = BiasBaseline().fit(train)
         baselines.update({f"{k}": v for k, v in rating_metrics(base.predict(test.user, test.movie), test.rating).items()})
         baselines["rating_baseline"] = "global mean + damped user and movie biases"
-    mask = latest_split(data)
-    train, test = data.subset(~mask), data.subset(mask)
+    train, test = latest_train, latest_test
     log(f"evaluation 2/2: each user's latest {LATEST_TEST_FRACTION:.0%} held out ({len(test)} ratings)")
-    model, _ = fit(train, params, progress=progress, init=init_for(train) if init_for else None)
+    model, _ = fitter(train, params, progress=progress, **_init(init_for, train))
     if len(test):
         # Ranked as the API ranks: the model's score plus the item term of the training ratings.
         scorer = with_item_term(model.rank_scores, term_for(train, params), train.user, train.movie, train.n_users)
@@ -102,9 +114,14 @@ def evaluate(data: Ratings, params: FitParams, progress: Progress | None = None,
 def train_and_publish(
     load: Callable[[], Ratings], store: ModelStore, params: FitParams, *, force: bool = False,
     tolerance: float = DEFAULT_TOLERANCE, keep: int | None = None, progress: Progress | None = None,
-    log: Log = lambda _m: None, source: str = "database",
+    log: Log = lambda _m: None, source: str = "database", fitter: Fitter = fit,
+    candidate_share: float | None = None,
 ) -> TrainResult:
-    """The whole run. Raises a TrainerError subclass for every expected failure; the store is then unchanged."""
+    """The whole run. Raises a TrainerError subclass for every expected failure; the store is then unchanged.
+
+    With ``candidate_share``, the new version does not become current: it is published and made the
+    candidate serving that share of users (docs/online-metrics.md), after the same quality gate.
+    """
     start = time.perf_counter()
     data = load()
     if len(data) < MIN_RATINGS:
@@ -114,10 +131,10 @@ def train_and_publish(
     if params.init_from is not None:
         init, init_for = _init_source(params, store, log)
         params = dataclasses.replace(params, factors=init.factors)  # the embeddings decide
-    metrics, baselines, history = evaluate(data, params, progress, log, init_for)
+    metrics, baselines, history = evaluate(data, params, progress, log, fitter, init_for)
     _log_metrics(log, metrics, baselines)
     log("refit on all ratings")
-    model, refit_history = fit(data, params, progress=progress, init=init)
+    model, refit_history = fitter(data, params, progress=progress, **({"init": init} if init is not None else {}))
     tensors = store_tensors(model, data.user_ids, data.movie_ids)
     term = term_for(data, params)
     if term is not None:
@@ -161,10 +178,25 @@ def train_and_publish(
     writer = report_writer(history, tensors["movie_factors"], data.movie_ids, counts, data.titles)
     manifest["seconds"] = round(time.perf_counter() - start, 2)
     try:
-        version = store.publish(tensors, manifest, extra_files=writer, keep=keep)
+        version = store.publish(tensors, manifest, extra_files=writer, keep=keep,
+                                make_current=candidate_share is None)
     except (OSError, StoreError) as exc:
         raise TrainerError(f"publishing to {store.root} failed, store unchanged: {exc}") from exc
+    if candidate_share is not None:
+        if store.current_version() == version:
+            log("no other version to serve beside it: the new version is current")
+        else:
+            try:
+                store.set_candidate(version, candidate_share)
+            except (OSError, StoreError) as exc:
+                raise TrainerError(f"version {version} published but not made the candidate: {exc}") from exc
+            log(f"version {version} is the candidate for {100 * candidate_share:g} % of users")
     return TrainResult(manifest, version, decision, time.perf_counter() - start)
+
+
+def _init(init_for: InitFor | None, train: Ratings) -> dict[str, Embeddings]:
+    """The ``init`` keyword of a fit on ``train`` (none without ``--init-from``, so any fitter works)."""
+    return {} if init_for is None else {"init": init_for(train)}
 
 
 def _init_source(params: FitParams, store: ModelStore, log: Log) -> tuple[Embeddings, InitFor]:
