@@ -142,7 +142,10 @@ def merge(parts: list[dict]) -> dict:
         raise SystemExit("--merge: the runs are on different splits")
     out = {**parts[0], "systems": {}, "folds": {}, "notes": [], "protocols": []}
     for p in parts:
-        out["systems"].update(p["systems"])
+        for name, entry in p["systems"].items():  # a system run in several parts: its folds together, once each
+            mine = out["systems"].setdefault(name, {"config": entry["config"], "runs": []})
+            seen = {(r["protocol"], r["seed"]) for r in mine["runs"]}
+            mine["runs"] += [r for r in entry["runs"] if (r["protocol"], r["seed"]) not in seen]
         out["folds"].update(p["folds"])
         out["notes"] += [n for n in p["notes"] if n not in out["notes"]]
         out["protocols"] += [x for x in p["protocols"] if x not in out["protocols"]]
