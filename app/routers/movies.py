@@ -50,10 +50,11 @@ def get_movie(session: SessionDep, state: StateDep, movie_id: MoviePath) -> dict
 @router.get("/movies/{movie_id}/similar", response_model=SimilarMovies,
             responses={404: {"description": "Movie unknown to the database or to the model"},
                        503: {"description": "No model loaded"}})
-def similar_movies(sessions: SessionsDep, state: RequiredStateDep, movie_id: MoviePath, n: N = 10) -> dict[str, object]:
+def similar_movies(sessions: SessionsDep, state: RequiredStateDep, popularity: PopularityDep, movie_id: MoviePath,
+                   n: N = 10) -> dict[str, object]:
     """The n movies nearest to this one by cosine similarity of the learned movie factors."""
     try:
-        result = recommendation.similar(state, sessions, movie_id, n)
+        result = recommendation.similar(state, sessions, movie_id, n, popularity)
     except UnknownMovieError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     return {"movie_id": result.movie_id, "model_version": result.model_version,

@@ -29,7 +29,7 @@ def parse_ids(values: list[str], name: str) -> set[int]:
     return out
 
 
-@router.get("/recommend", response_model=Recommendation,
+@router.get("/recommend", response_model=Recommendation, response_model_exclude_unset=True,
             responses={422: {"description": "Invalid parameters"}, 503: {"description": "Database unavailable"}})
 def recommend(
     session: SessionDep,
@@ -41,17 +41,20 @@ def recommend(
     genre: Annotated[str | None, Query(max_length=64, description=GENRE_HELP, examples=["Comedy"])] = None,
     exclude: Annotated[list[str], Query(description="Movie ids to leave out (repeat or comma-separate)")] = [],  # noqa: B006
     min_year: Annotated[Digits | None, Query(ge=0, le=9999, description="Only movies from this year on")] = None,
+    explain: Annotated[bool, Query(description="Add `because` to each item: the user's rated movies that "
+                                               "raised its score most (docs/api.md)")] = False,
 ) -> dict[str, object]:
     """The user's top-n movies among those they have not rated.
 
     Ranked by the model's embeddings (``u·m + rank_bias``). Users unknown to the model or who
     rated since it was trained are folded in from their current ratings (no retrain needed);
     users with no ratings get the most popular movies with ``personalized: false``.
+    With ``explain=true`` each item says which of the user's ratings it is recommended because of.
     """
     filters = Filters(genre=genre, min_year=min_year, exclude=parse_ids(exclude, "exclude"))
     # One indexed query: what to exclude, and whether the trained factors are still current.
     ratings = repository.user_ratings(session, user_id)
     session.close()  # hand the connection back before the numpy work
-    result = recommendation.recommend(state, popularity, user_id, ratings, n, filters, metrics)
+    result = recommendation.recommend(state, popularity, user_id, ratings, n, filters, metrics, explain)
     return {"user_id": result.user_id, "model_version": result.model_version, "personalized": result.personalized,
             "source": result.source, "items": [item.as_dict() for item in result.items]}
