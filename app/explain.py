@@ -38,6 +38,7 @@ request, a small fraction of a recommendation (bench/explain.py). Nothing here r
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,10 @@ from .scoring import LoadedModel
 
 #: How many rated movies an explanation names at most.
 MAX_REASONS = 3
+
+#: Per served ``dot`` model: every movie's design row ``[v, 1]`` in float64, built on first use
+#: (one (m, k+1) array; a request then only gathers its rows). Dropped with the model.
+_DESIGN: weakref.WeakKeyDictionary[LoadedModel, np.ndarray] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +85,12 @@ def _features(model: LoadedModel, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     nn: the gradient of the logit w.r.t. the user at the typical user, for both.
     """
     if model.kind == "dot":
-        a = np.empty((rows.size, model.k + 1), dtype=np.float64)
-        a[:, : model.k] = model.movie_factors[rows]
-        a[:, model.k] = 1.0
+        design = _DESIGN.get(model)
+        if design is None:  # two threads may both build it on a model's first request: same result
+            design = np.hstack([model.movie_factors.astype(np.float64), np.ones((len(model.movie_ids), 1))])
+            design.setflags(write=False)
+            _DESIGN[model] = design
+        a = design[rows]
         t = a.copy()
         t[:, model.k] = 0.0
         return a, t
@@ -129,38 +137,44 @@ def decompose(model: LoadedModel, movie_rows: np.ndarray, ratings: np.ndarray,
         s2, precision = 1.0, np.eye(model.k) * model.foldin_l2
         residual = y - nn_at_typical_user(model, movie_rows)[0]
     m = a.T @ a / s2 + precision
-    kernel = np.linalg.solve(m, a.T)  # (d, r): M^-1 a_j for every rated j
-    weighted = kernel * (residual / s2)
-    contributions = t @ weighted  # (t, r)
-    return Decomposition(movie_rows, ratings, contributions, weighted.sum(axis=1)[: model.k],
-                         exact=model.kind == "dot")
+    weight = residual / s2
+    # M is symmetric, so t_i^T M^-1 a_j = (M^-1 t_i)^T a_j: solve for the few targets (and the
+    # user's offset), not for every rated movie -- |R| can be in the hundreds, the targets are n.
+    solved = np.linalg.solve(m, np.column_stack([t.T, a.T @ weight]))
+    contributions = (solved[:, :-1].T @ a.T) * weight  # (t, r)
+    return Decomposition(movie_rows, ratings, contributions, solved[: model.k, -1], exact=model.kind == "dot")
 
 
 def top_reasons(decomposition: Decomposition, catalogue: ModelCatalogue,
                 limit: int = MAX_REASONS) -> list[list[Reason]]:
     """Per target: up to ``limit`` rated movies with the largest positive contributions, largest first.
 
-    Ties go to the lower model row (stable sort), so the answer does not depend on the
-    order the database returned the ratings in.
+    A partial sort (``argpartition``, O(|R|) per target) and then only the ``limit`` picks are ordered.
     """
     c = decomposition.contributions
-    out: list[list[Reason]] = []
     if c.shape[1] == 0:
         return [[] for _ in range(c.shape[0])]
-    order_by_row = np.argsort(decomposition.rated_rows, kind="stable")
-    c = c[:, order_by_row]
-    rows = decomposition.rated_rows[order_by_row]
-    ratings = decomposition.ratings[order_by_row]
-    for contribution in c:
-        best = np.argsort(-contribution, kind="stable")[:limit]
-        out.append([Reason(int(catalogue.movie_ids[rows[j]]), catalogue.titles[rows[j]], float(ratings[j]),
-                           float(contribution[j]))
-                    for j in best.tolist() if contribution[j] > 0])
-    return out
+    rows, ratings = decomposition.rated_rows, decomposition.ratings
+    best = np.argpartition(-c, limit - 1, axis=1)[:, :limit] if c.shape[1] > limit else \
+        np.broadcast_to(np.arange(c.shape[1]), (c.shape[0], c.shape[1]))
+    targets = np.arange(c.shape[0])[:, None]
+    weights = c[targets, best]
+    order = np.argsort(-weights, axis=1, kind="stable")
+    best, weights = best[targets, order], weights[targets, order]
+    movie_ids, titles = catalogue.movie_ids, catalogue.titles
+    return [[Reason(int(movie_ids[rows[j]]), titles[rows[j]], float(ratings[j]), w)
+             for j, w in zip(picks, ws) if w > 0]
+            for picks, ws in zip(best.tolist(), weights.tolist(), strict=True)]
 
 
 def explain_rows(model: LoadedModel, catalogue: ModelCatalogue, rated_movie_ids: np.ndarray,
                  ratings: np.ndarray, target_rows: np.ndarray, limit: int = MAX_REASONS) -> list[list[Reason]]:
-    """The reasons for each of ``target_rows`` from the user's ratings (movie ids the model does not know are ignored)."""
+    """The reasons for each of ``target_rows`` from the user's ratings (movie ids the model does not know are ignored).
+
+    The ratings are put in model-row order first, so the answer does not depend on the order the
+    database returned them in (ties included).
+    """
     rows, found = model.movie_rows(rated_movie_ids)
-    return top_reasons(decompose(model, rows[found], np.asarray(ratings)[found], target_rows), catalogue, limit)
+    rows, ratings = rows[found], np.asarray(ratings)[found]
+    order = np.argsort(rows, kind="stable")
+    return top_reasons(decompose(model, rows[order], ratings[order], target_rows), catalogue, limit)
