@@ -31,6 +31,10 @@ Which users this is exact for:
   the movie's logit with respect to the user at the typical user (the fold-in's start and prior)
   is the first-order (Gauss-Newton) decomposition around it. Approximate.
 
+Models with an item-item term in the ranking score (``score_i += sum_j W[j, i]`` over the rated
+movies ``j``, see ``movierec/item_term.py`` where a version has one) add ``W[j, i]`` to ``c_ij``:
+that term is a sum over the rated movies by construction, so the decomposition stays exact.
+
 Cost: one ``(k+1)^2`` solve with ``|R|`` right-hand sides and a ``(n, k) x (k, |R|)`` product per
 request, a small fraction of a recommendation (bench/explain.py). Nothing here runs unless
 ``explain=true`` was asked for.
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -49,22 +54,46 @@ from .scoring import LoadedModel
 #: How many rated movies an explanation names at most.
 MAX_REASONS = 3
 
-#: Per served ``dot`` model: every movie's design row ``[v, 1]`` in float64, built on first use
-#: (one (m, k+1) array; a request then only gathers its rows). Dropped with the model.
-_DESIGN: weakref.WeakKeyDictionary[LoadedModel, np.ndarray] = weakref.WeakKeyDictionary()
+@dataclass(frozen=True)
+class _Prior:
+    """What every explanation under one model shares, built on the model's first explanation."""
+
+    design: np.ndarray | None  # dot: every movie's design row [v, 1] in float64 (a request gathers its rows)
+    precision: np.ndarray  # P: the fold-in prior's precision (d, d)
+    covariance: np.ndarray  # C = P^-1, for the dual form
+    mean: np.ndarray | None  # dot: the prior mean mu (d,)
+    noise_var: float  # s2
 
 
-@dataclass(frozen=True, slots=True)
-class Reason:
-    """A rated movie that raised a recommended movie's ranking score, and by how much."""
+#: One _Prior per served model, dropped with it (a reload builds the next one on first use).
+_PRIORS: weakref.WeakKeyDictionary[LoadedModel, _Prior] = weakref.WeakKeyDictionary()
+
+
+def _prior(model: LoadedModel) -> _Prior:
+    prior = _PRIORS.get(model)
+    if prior is None:  # two threads may both build it on a model's first request: the same result
+        if model.kind == "dot":
+            design = np.hstack([model.movie_factors.astype(np.float64), np.ones((len(model.movie_ids), 1))])
+            design.setflags(write=False)
+            precision, mean, s2 = model.prior_precision, model.prior_mean, model.foldin_noise_var
+        else:  # the nn fold-in's objective: sum (f - y)^2 + l2 |u - mu|^2
+            design, mean, s2 = None, None, 1.0
+            precision = np.eye(model.k) * model.foldin_l2
+        prior = _Prior(design, precision, np.linalg.inv(precision), mean, s2)
+        _PRIORS[model] = prior
+    return prior
+
+
+class Reason(TypedDict):
+    """A rated movie that raised a recommended movie's ranking score, and by how much.
+
+    A plain dict (the response's own shape): tens of them per request go straight into the JSON.
+    """
 
     movie_id: int
     title: str | None
     rating: float  # the user's rating of it
     weight: float  # its contribution to the ranking score (score units), > 0
-
-    def as_dict(self) -> dict[str, object]:
-        return {"movie_id": self.movie_id, "title": self.title, "rating": self.rating, "weight": self.weight}
 
 
 @dataclass(frozen=True)
@@ -84,12 +113,8 @@ def _features(model: LoadedModel, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     dot: ``a = [v, 1]``, ``t = [v, 0]`` (the user bias does not enter the ranking score).
     nn: the gradient of the logit w.r.t. the user at the typical user, for both.
     """
-    if model.kind == "dot":
-        design = _DESIGN.get(model)
-        if design is None:  # two threads may both build it on a model's first request: same result
-            design = np.hstack([model.movie_factors.astype(np.float64), np.ones((len(model.movie_ids), 1))])
-            design.setflags(write=False)
-            _DESIGN[model] = design
+    design = _prior(model).design
+    if design is not None:
         a = design[rows]
         t = a.copy()
         t[:, model.k] = 0.0
@@ -126,23 +151,36 @@ def decompose(model: LoadedModel, movie_rows: np.ndarray, ratings: np.ndarray,
     movie_rows = np.asarray(movie_rows, dtype=np.intp)
     target_rows = np.asarray(target_rows, dtype=np.intp)
     ratings = np.asarray(ratings, dtype=np.float64)
+    prior = _prior(model)
     y = model.rating_logit_targets(ratings)
     a, _ = _features(model, movie_rows)
     _, t = _features(model, target_rows)
-    if model.kind == "dot":
-        y = y - model.movie_bias[movie_rows]
-        s2, precision, mu = model.foldin_noise_var, model.prior_precision, model.prior_mean
-        residual = y - a @ mu
-    else:  # the nn fold-in's objective: sum (f - y)^2 + l2 |u - mu|^2
-        s2, precision = 1.0, np.eye(model.k) * model.foldin_l2
+    if prior.mean is not None:  # dot
+        residual = y - model.movie_bias[movie_rows] - a @ prior.mean
+    else:
         residual = y - nn_at_typical_user(model, movie_rows)[0]
-    m = a.T @ a / s2 + precision
-    weight = residual / s2
-    # M is symmetric, so t_i^T M^-1 a_j = (M^-1 t_i)^T a_j: solve for the few targets (and the
-    # user's offset), not for every rated movie -- |R| can be in the hundreds, the targets are n.
-    solved = np.linalg.solve(m, np.column_stack([t.T, a.T @ weight]))
-    contributions = (solved[:, :-1].T @ a.T) * weight  # (t, r)
-    return Decomposition(movie_rows, ratings, contributions, solved[: model.k, -1], exact=model.kind == "dot")
+    s2 = prior.noise_var
+    if movie_rows.size < a.shape[1]:
+        # Dual (Woodbury) form, a |R| x |R| solve instead of (k+1) x (k+1) when fewer ratings than
+        # factors: t^T M^-1 A^T / s2 = t^T C A^T (s2 I + A C A^T)^-1 with C = P^-1, and
+        # M^-1 A^T r~ / s2 = C A^T (s2 I + A C A^T)^-1 r~.
+        ac = a @ prior.covariance  # (r, d)
+        gram = ac @ a.T
+        gram[np.diag_indices_from(gram)] += s2
+        solved = np.linalg.solve(gram, np.column_stack([ac @ t.T, residual]))  # (r, t + 1)
+        contributions = solved[:, :-1].T * residual
+        offset = ac.T @ solved[:, -1]
+    else:
+        # Primal form. M is symmetric, so t_i^T M^-1 a_j = (M^-1 t_i)^T a_j: solve for the few
+        # targets (and the user's offset), not for every rated movie.
+        weight = residual / s2
+        solved = np.linalg.solve(a.T @ a / s2 + prior.precision, np.column_stack([t.T, a.T @ weight]))
+        contributions = (solved[:, :-1].T @ a.T) * weight  # (t, r)
+        offset = solved[:, -1]
+    item_term = getattr(model, "item_term", None)
+    if item_term is not None:  # the item-item part of the ranking score is a sum over rated movies already
+        contributions += item_term.contributions(movie_rows, target_rows)
+    return Decomposition(movie_rows, ratings, contributions, offset[: model.k], exact=model.kind == "dot")
 
 
 def top_reasons(decomposition: Decomposition, catalogue: ModelCatalogue,
@@ -161,10 +199,14 @@ def top_reasons(decomposition: Decomposition, catalogue: ModelCatalogue,
     weights = c[targets, best]
     order = np.argsort(-weights, axis=1, kind="stable")
     best, weights = best[targets, order], weights[targets, order]
-    movie_ids, titles = catalogue.movie_ids, catalogue.titles
-    return [[Reason(int(movie_ids[rows[j]]), titles[rows[j]], float(ratings[j]), w)
-             for j, w in zip(picks, ws) if w > 0]
-            for picks, ws in zip(best.tolist(), weights.tolist(), strict=True)]
+    # Gather once in numpy, then build the few Reason objects from plain Python values.
+    picked_rows = rows[best]
+    ids, rated = catalogue.movie_ids[picked_rows].tolist(), ratings[best].tolist()
+    titles = catalogue.titles
+    return [[{"movie_id": movie_id, "title": titles[row], "rating": stars, "weight": w}
+             for movie_id, row, stars, w in zip(ids_i, rows_i, rated_i, weights_i, strict=True) if w > 0]
+            for ids_i, rows_i, rated_i, weights_i in zip(ids, picked_rows.tolist(), rated, weights.tolist(),
+                                                         strict=True)]
 
 
 def explain_rows(model: LoadedModel, catalogue: ModelCatalogue, rated_movie_ids: np.ndarray,

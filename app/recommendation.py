@@ -64,7 +64,7 @@ class ScoredMovie:
         out = {"movie_id": self.movie_id, "title": self.title, "year": self.year, "genres": self.genres,
                "score": self.score, "ratings_count": self.ratings_count}
         if self.because is not None:  # the key is absent, not null, when no explanation was asked for
-            out["because"] = [reason.as_dict() for reason in self.because]
+            out["because"] = self.because
         return out
 
 

@@ -70,14 +70,14 @@ def test_dot_contributions_add_up_to_the_folded_in_score(tmp_path_factory: pytes
     reasons = top_reasons(dec, _catalogue(model))
     by_movie = dict(zip(movie_ids.tolist(), ratings.tolist(), strict=True))
     for contribution, because in zip(dec.contributions, reasons, strict=True):
-        weights = [reason.weight for reason in because]
+        weights = [reason["weight"] for reason in because]
         assert len(because) <= MAX_REASONS and all(w > 0 for w in weights) and weights == sorted(weights, reverse=True)
         positive = sorted(contribution[contribution > 0], reverse=True)[:MAX_REASONS]
         np.testing.assert_allclose(weights, positive)
         for reason in because:
-            assert reason.movie_id in by_movie and reason.rating == by_movie[reason.movie_id]
-            assert reason.title == f"Movie {reason.movie_id}"
-            assert contribution[movie_ids.tolist().index(reason.movie_id)] == reason.weight
+            assert reason["movie_id"] in by_movie and reason["rating"] == by_movie[reason["movie_id"]]
+            assert reason["title"] == f"Movie {reason['movie_id']}"
+            assert contribution[movie_ids.tolist().index(reason["movie_id"])] == reason["weight"]
 
 
 def test_a_liked_movie_is_the_reason_for_its_neighbours_and_not_for_its_opposites(tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ def test_a_liked_movie_is_the_reason_for_its_neighbours_and_not_for_its_opposite
     targets = np.array([1, 2, 4, 5])  # model rows of movies 2, 3, 5, 6
     reasons = explain_rows(model, _catalogue(model), np.array([1, 4]), np.array([5.0, 0.5]), targets)
     # Movies 2 and 3 (like 1): both ratings raise them (liking 1, disliking its opposite 4).
-    assert {r.movie_id for r in reasons[0]} == {1, 4} and {r.movie_id for r in reasons[1]} == {1, 4}
+    assert {r["movie_id"] for r in reasons[0]} == {1, 4} and {r["movie_id"] for r in reasons[1]} == {1, 4}
     # Movies 5 and 6 (like 4, which the user hated): nothing raised them.
     assert reasons[2] == [] and reasons[3] == []
 
@@ -98,7 +98,7 @@ def test_ratings_of_movies_the_model_does_not_know_are_ignored(tmp_path: Path) -
     model = _load(tmp_path, random_dot_tensors(range(1, 31), MOVIES, k=4, seed=2))
     reasons = explain_rows(model, _catalogue(model), np.array([3, 999, 5]), np.array([5.0, 5.0, 4.5]),
                            np.arange(10))
-    assert {r.movie_id for because in reasons for r in because} <= {3, 5}
+    assert {r["movie_id"] for because in reasons for r in because} <= {3, 5}
     assert explain_rows(model, _catalogue(model), np.array([999]), np.array([5.0]), np.arange(3)) == [[], [], []]
 
 
@@ -126,6 +126,30 @@ def test_nn_explanations_name_rated_movies_with_positive_ordered_weights(tmp_pat
     reasons = explain_rows(model, _catalogue(model), rated, np.array([5.0, 4.0, 1.0, 4.5, 2.0]), np.arange(60))
     assert any(reasons)
     for because in reasons:
-        weights = [r.weight for r in because]
-        assert {r.movie_id for r in because} <= set(rated.tolist()) and all(w > 0 for w in weights)
+        weights = [r["weight"] for r in because]
+        assert {r["movie_id"] for r in because} <= set(rated.tolist()) and all(w > 0 for w in weights)
         assert weights == sorted(weights, reverse=True)
+
+
+class _DenseItemTerm:
+    """The interface of the item-item ranking term (contributions of rated rows to target rows), dense."""
+
+    def __init__(self, weights: np.ndarray) -> None:
+        self.weights = weights  # (m, m): W[j, i], what rated movie j adds to movie i's score
+
+    def contributions(self, rated_rows: np.ndarray, target_rows: np.ndarray) -> np.ndarray:
+        return self.weights[np.ix_(rated_rows, target_rows)].T
+
+
+def test_an_item_item_term_adds_its_weights_to_the_contributions(tmp_path: Path) -> None:
+    model = _load(tmp_path, random_dot_tensors(range(1, 31), MOVIES, k=4, seed=6))
+    rated, ratings, targets = np.array([3, 9, 20]), np.array([4.0, 4.5, 3.0]), np.arange(30, 40)
+    rows, _ = model.movie_rows(rated)
+    plain = decompose(model, rows, ratings, targets).contributions
+    weights = np.zeros((len(MOVIES), len(MOVIES)))
+    weights[rows[2], targets] = 50.0  # movie 20 pushes every target far up
+    model.item_term = _DenseItemTerm(weights)  # type: ignore[attr-defined]
+    with_term = decompose(model, rows, ratings, targets).contributions
+    np.testing.assert_allclose(with_term - plain, weights[np.ix_(rows, targets)].T)
+    assert all(because[0]["movie_id"] == 20 for because in explain_rows(model, _catalogue(model), rated, ratings,
+                                                                     targets))
