@@ -35,9 +35,10 @@ Models with an item-item term in the ranking score (``score_i += sum_j W[j, i]``
 movies ``j``, see ``movierec/item_term.py`` where a version has one) add ``W[j, i]`` to ``c_ij``:
 that term is a sum over the rated movies by construction, so the decomposition stays exact.
 
-Cost: one ``(k+1)^2`` solve with ``|R|`` right-hand sides and a ``(n, k) x (k, |R|)`` product per
-request, a small fraction of a recommendation (bench/explain.py). Nothing here runs unless
-``explain=true`` was asked for.
+Cost: one solve of size ``min(|R|, k+1)`` (:func:`decompose` takes the dual form when a user has
+fewer ratings than the model has factors) with ``n + 1`` right-hand sides, and an ``(n, d) x (d, |R|)``
+product, per request: about a tenth of a recommendation's CPU (bench/explain.py). Nothing here runs
+unless ``explain=true`` was asked for.
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ MAX_REASONS = 3
 class _Prior:
     """What every explanation under one model shares, built on the model's first explanation."""
 
-    design: np.ndarray | None  # dot: every movie's design row [v, 1] in float64 (a request gathers its rows)
     precision: np.ndarray  # P: the fold-in prior's precision (d, d)
     covariance: np.ndarray  # C = P^-1, for the dual form
     mean: np.ndarray | None  # dot: the prior mean mu (d,)
@@ -73,13 +73,11 @@ def _prior(model: LoadedModel) -> _Prior:
     prior = _PRIORS.get(model)
     if prior is None:  # two threads may both build it on a model's first request: the same result
         if model.kind == "dot":
-            design = np.hstack([model.movie_factors.astype(np.float64), np.ones((len(model.movie_ids), 1))])
-            design.setflags(write=False)
             precision, mean, s2 = model.prior_precision, model.prior_mean, model.foldin_noise_var
         else:  # the nn fold-in's objective: sum (f - y)^2 + l2 |u - mu|^2
-            design, mean, s2 = None, None, 1.0
+            mean, s2 = None, 1.0
             precision = np.eye(model.k) * model.foldin_l2
-        prior = _Prior(design, precision, np.linalg.inv(precision), mean, s2)
+        prior = _Prior(precision, np.linalg.inv(precision), mean, s2)
         _PRIORS[model] = prior
     return prior
 
@@ -113,9 +111,10 @@ def _features(model: LoadedModel, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     dot: ``a = [v, 1]``, ``t = [v, 0]`` (the user bias does not enter the ranking score).
     nn: the gradient of the logit w.r.t. the user at the typical user, for both.
     """
-    design = _prior(model).design
-    if design is not None:
-        a = design[rows]
+    if model.kind == "dot":
+        a = np.empty((rows.size, model.k + 1), dtype=np.float64)
+        a[:, : model.k] = model.movie_factors[rows]
+        a[:, model.k] = 1.0
         t = a.copy()
         t[:, model.k] = 0.0
         return a, t
