@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
 from app.catalogue import Catalogue
 from app.explain import explain_rows
 from app.scoring import LoadedModel
 from movierec.store import ModelStore
+
+from .conftest import MODEL_MOVIES, MODEL_USERS
+from .helpers import manifest_for, random_dot_tensors
 
 
 def _rated(client: TestClient, user_id: int) -> dict[int, float]:
@@ -100,3 +105,22 @@ def test_openapi_documents_explain_on_recommend_only(client: TestClient) -> None
     schemas = spec["components"]["schemas"]
     assert "because" in schemas["ExplainedMovieItem"]["properties"] and "because" not in schemas["MovieItem"]["properties"]
     assert set(schemas["Reason"]["required"]) == {"movie_id", "title", "rating", "weight"}
+
+
+def test_nn_models_explain_too(seeded: Engine, store: Path, make_client: Callable[..., TestClient]) -> None:
+    """An nn version: explanations from the first-order decomposition, only the user's own ratings."""
+    t = random_dot_tensors(MODEL_USERS, MODEL_MOVIES, k=6, seed=11)
+    rng = np.random.default_rng(11)
+    t["mlp.0.weight"] = (rng.normal(size=(8, 12)) * 0.5).astype(np.float32)
+    t["mlp.0.bias"] = (rng.normal(size=8) * 0.2).astype(np.float32)
+    t["mlp.1.weight"] = (rng.normal(size=(1, 8)) * 0.5).astype(np.float32)
+    t["mlp.1.bias"] = np.zeros(1, dtype=np.float32)
+    ModelStore(store).publish(t, manifest_for(t, kind="nn"))
+    client = make_client()
+    mine = {3: 5.0, 8: 1.0, 14: 4.5, 21: 4.0}
+    assert client.post("/ratings", json=[{"user_id": 6000, "movie_id": m, "rating": r}
+                                         for m, r in mine.items()]).status_code == 201
+    body = client.get("/recommend", params={"user_id": 6000, "n": 12, "explain": "true"}).json()
+    assert body["source"] == "fold_in"
+    _check_reasons(body["items"], mine)
+    assert any(item["because"] for item in body["items"])
