@@ -105,21 +105,16 @@ class Decomposition:
     exact: bool  # True when the contributions sum to the fold-in's personal score exactly (dot)
 
 
-def _features(model: LoadedModel, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(a, t)``: the fold-in's design rows for ``rows`` and their ranking-score feature rows.
-
-    dot: ``a = [v, 1]``, ``t = [v, 0]`` (the user bias does not enter the ranking score).
-    nn: the gradient of the logit w.r.t. the user at the typical user, for both.
-    """
+def _features(model: LoadedModel, rows: np.ndarray, bias: float) -> np.ndarray:
+    """One feature row per movie of ``rows``: ``[v, bias]`` for dot (the fold-in's design rows with
+    ``bias=1``; the ranking score's, where the user bias does not enter, with ``bias=0``); for nn the
+    gradient of the logit w.r.t. the user at the typical user (both roles)."""
     if model.kind == "dot":
-        a = np.empty((rows.size, model.k + 1), dtype=np.float64)
-        a[:, : model.k] = model.movie_factors[rows]
-        a[:, model.k] = 1.0
-        t = a.copy()
-        t[:, model.k] = 0.0
-        return a, t
-    _, g = nn_at_typical_user(model, rows)
-    return g, g
+        out = np.empty((rows.size, model.k + 1), dtype=np.float64)
+        out[:, : model.k] = model.movie_factors[rows]
+        out[:, model.k] = bias
+        return out
+    return nn_at_typical_user(model, rows)[1]
 
 
 def nn_at_typical_user(model: LoadedModel, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -152,12 +147,13 @@ def decompose(model: LoadedModel, movie_rows: np.ndarray, ratings: np.ndarray,
     ratings = np.asarray(ratings, dtype=np.float64)
     prior = _prior(model)
     y = model.rating_logit_targets(ratings)
-    a, _ = _features(model, movie_rows)
-    _, t = _features(model, target_rows)
     if prior.mean is not None:  # dot
+        a = _features(model, movie_rows, 1.0)
         residual = y - model.movie_bias[movie_rows] - a @ prior.mean
     else:
-        residual = y - nn_at_typical_user(model, movie_rows)[0]
+        logits, a = nn_at_typical_user(model, movie_rows)
+        residual = y - logits
+    t = _features(model, target_rows, 0.0)
     s2 = prior.noise_var
     if movie_rows.size < a.shape[1]:
         # Dual (Woodbury) form, a |R| x |R| solve instead of (k+1) x (k+1) when fewer ratings than
