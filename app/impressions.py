@@ -42,6 +42,20 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+#: The recorder's inserts in each driver's placeholder style (sqlite3: ``?``; psycopg: ``%s``),
+#: written out in full so that no SQL is assembled at run time.
+_INSERT_IMPRESSIONS = {
+    "qmark": "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at) "
+             "VALUES (?, ?, ?, ?, ?, ?)",
+    "format": "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at) "
+              "VALUES (%s, %s, %s, %s, %s, %s)",
+}
+_INSERT_ITEMS = {
+    "qmark": "INSERT INTO impression_items (request_id, position, movie_id) VALUES (?, ?, ?)",
+    "format": "INSERT INTO impression_items (request_id, position, movie_id) VALUES (%s, %s, %s)",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Shown:
     """One answer as recorded: who asked, which version and source answered, the movies in order."""
@@ -134,14 +148,10 @@ class ImpressionRecorder:
         items = [(s.request_id, position, movie) for s in batch for position, movie in enumerate(s.movie_ids)]
         with self._sessions() as session, write_transaction(session):
             connection = session.connection()
-            mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-            connection.exec_driver_sql(
-                "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at) "
-                f"VALUES ({', '.join([mark] * 6)})", impressions)
+            style = "qmark" if connection.dialect.paramstyle == "qmark" else "format"
+            connection.exec_driver_sql(_INSERT_IMPRESSIONS[style], impressions)
             if items:
-                connection.exec_driver_sql(
-                    f"INSERT INTO impression_items (request_id, position, movie_id) VALUES ({mark}, {mark}, {mark})",
-                    items)
+                connection.exec_driver_sql(_INSERT_ITEMS[style], items)
 
     def prune(self, now: float | None = None) -> int:
         """Delete impressions older than the retention period, with their items and events."""
