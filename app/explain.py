@@ -55,6 +55,7 @@ from .scoring import LoadedModel
 #: How many rated movies an explanation names at most.
 MAX_REASONS = 3
 
+
 @dataclass(frozen=True)
 class _Prior:
     """What every explanation under one model shares, built on the model's first explanation."""
@@ -63,6 +64,7 @@ class _Prior:
     covariance: np.ndarray  # C = P^-1, for the dual form
     mean: np.ndarray | None  # dot: the prior mean mu (d,)
     noise_var: float  # s2
+    typical_user: np.ndarray  # nn: the fold-in's start and prior, the mean trained user (k,) float64
 
 
 #: One _Prior per served model, dropped with it (a reload builds the next one on first use).
@@ -77,7 +79,9 @@ def _prior(model: LoadedModel) -> _Prior:
         else:  # the nn fold-in's objective: sum (f - y)^2 + l2 |u - mu|^2
             mean, s2 = None, 1.0
             precision = np.eye(model.k) * model.foldin_l2
-        prior = _Prior(precision, np.linalg.inv(precision), mean, s2)
+        typical = model.user_factors.astype(np.float64).mean(axis=0) if model.user_factors.size else \
+            np.zeros(model.k)
+        prior = _Prior(precision, np.linalg.inv(precision), mean, s2, typical)
         _PRIORS[model] = prior
     return prior
 
@@ -124,7 +128,7 @@ def nn_at_typical_user(model: LoadedModel, rows: np.ndarray) -> tuple[np.ndarray
     backpropagation is the one of :meth:`LoadedModel.fold_in` (ReLU between layers), in float64.
     """
     k = model.k
-    mean_user = model.user_factors.astype(np.float64).mean(axis=0) if model.user_factors.size else np.zeros(k)
+    mean_user = _prior(model).typical_user
     layers = [(w.astype(np.float64), b.astype(np.float64)) for w, b in model.layers]
     w_user, w_movie = layers[0][0][:, :k], layers[0][0][:, k:]
     pre = [model.movie_factors[rows].astype(np.float64) @ w_movie.T + (w_user @ mean_user + layers[0][1])]
