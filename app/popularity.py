@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import repository
 from .catalogue import split_genres, wanted_genres
+from .memory import release_free_memory
 from .scoring import lookup_rows
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ class Popularity:
                 ids_sorted=ids[by_id], counts_sorted=counts[by_id],
             )
             self.snapshot = snap
-            return snap
+        del rows
+        release_free_memory()  # the query's rows, once per refresh (app.memory)
+        return snap
 
     def counts(self, movie_ids: list[int]) -> list[int]:
         """How many ratings each of ``movie_ids`` has (0 for unrated movies), as of the last refresh."""
