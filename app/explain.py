@@ -32,8 +32,10 @@ Which users this is exact for:
   is the first-order (Gauss-Newton) decomposition around it. Approximate.
 
 Models with an item-item term in the ranking score (``score_i += sum_j W[j, i]`` over the rated
-movies ``j``, see ``movierec/item_term.py`` where a version has one) add ``W[j, i]`` to ``c_ij``:
-that term is a sum over the rated movies by construction, so the decomposition stays exact.
+movies ``j``, see ``movierec/item_term.py`` where a version has one): :func:`decompose` adds
+``W[j, i]`` to ``c_ij`` (that term is a sum over the rated movies by construction, so the full
+decomposition stays exact), and :func:`explain_rows`, what the API calls, explains such a version by
+the item-item term alone -- its own exact split, a sparse gather instead of a per-user solve.
 
 Cost: one solve of size ``min(|R|, k+1)`` (:func:`decompose` takes the dual form when a user has
 fewer ratings than the model has factors) with ``n + 1`` right-hand sides, and an ``(n, d) x (d, |R|)``
@@ -104,7 +106,7 @@ class Decomposition:
     rated_rows: np.ndarray  # (r,) model rows of the rated movies the model knows
     ratings: np.ndarray  # (r,) the user's ratings of them
     contributions: np.ndarray  # (t, r) float64: c_ij, rated movie j's part of target i's score
-    user_offset: np.ndarray  # (k,) sum_j of the user-factor parts: u - mu_u of the projection
+    user_offset: np.ndarray | None  # (k,) sum_j of the user-factor parts: u - mu_u of the projection
     exact: bool  # True when the contributions sum to the fold-in's personal score exactly (dot)
 
 
@@ -221,4 +223,12 @@ def explain_rows(model: LoadedModel, catalogue: ModelCatalogue, rated_movie_ids:
     rows, found = model.movie_rows(rated_movie_ids)
     rows, ratings = rows[found], np.asarray(ratings)[found]
     order = np.argsort(rows, kind="stable")
-    return top_reasons(decompose(model, rows[order], ratings[order], target_rows), catalogue, limit)
+    rows, ratings = rows[order], ratings[order]
+    item_term = getattr(model, "item_term", None)
+    if item_term is not None:
+        # A version with an item-item term explains by that term alone: its part of the score is a
+        # sum over the rated movies by construction (W[j, i]), so the split is exact for it and is a
+        # sparse gather, without the per-user solve of the embedding decomposition.
+        contributions = np.asarray(item_term.contributions(rows, target_rows), dtype=np.float64)
+        return top_reasons(Decomposition(rows, ratings, contributions, None, exact=False), catalogue, limit)
+    return top_reasons(decompose(model, rows, ratings, target_rows), catalogue, limit)
