@@ -14,7 +14,7 @@ TORCH_INDEX ?=
 # One worker per core, tests grouped by file so each module's servers and databases start once.
 PYTEST_ARGS ?= -n auto --dist loadfile
 
-.PHONY: run setup install db data import train serve test smoke compose-up compose-down compose-test bench bench-deps bench-quick bench-accuracy bench-speed bench-serving bench-plots bench-import soak clean help
+.PHONY: run setup install db data import train serve test smoke compose-up compose-down compose-test bench bench-deps bench-quick bench-accuracy bench-speed bench-serving bench-plots bench-import bench-replay soak clean help
 
 help:
 	@echo "make run    set up (venv, database, MovieLens 100K, model) and serve on http://$(HOST):$(PORT)"
@@ -71,6 +71,11 @@ bench-quick: bench-deps data
 
 bench-accuracy bench-speed bench-serving: bench-deps data
 	$(PY) -m bench.$(@:bench-%=%) $(BENCH_ARGS)
+
+# MovieLens 100K's later ratings as live traffic against a real server, two versions 50/50
+# (docs/online-metrics.md); a few minutes.
+bench-replay: install data
+	$(PY) -m bench.replay $(BENCH_ARGS)
 
 bench-plots: bench-deps
 	$(PY) -m bench.plots

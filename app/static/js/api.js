@@ -135,4 +135,7 @@ export const api = {
   similar: (movieId, n = 6) => request("GET", `movies/${encodeURIComponent(movieId)}/similar`, { query: { n } }),
   popular: (n = 10) => request("GET", "popular", { query: { n } }),
   model: () => request("GET", "model"),
+  /** A click on a recommended movie (POST /events); fire and forget: a failure is not the user's problem. */
+  click: (requestId, movieId) =>
+    request("POST", "events", { body: { request_id: requestId, movie_id: movieId, kind: "click" } }).catch(() => null),
 };

@@ -206,7 +206,7 @@ function formatRating(value) {
   return Number.isInteger(value) ? String(value) : value.toFixed(1);
 }
 
-function renderMovie(movie, { context, prediction = null } = {}) {
+function renderMovie(movie, { context, prediction = null, requestId = null } = {}) {
   const node = $("#movie-template").content.firstElementChild.cloneNode(true);
   node.dataset.movieId = String(movie.movie_id);
   node.querySelector(".title").textContent = movie.title;
@@ -251,7 +251,11 @@ function renderMovie(movie, { context, prediction = null } = {}) {
   panel.id = panelId;
   more.setAttribute("aria-controls", panelId);
   more.setAttribute("aria-label", `More like ${movie.title}`);
-  more.addEventListener("click", () => toggleSimilar(movie, more, panel));
+  more.addEventListener("click", () => {
+    // Opening "More like this" on a recommendation is a click on it, for the online metrics.
+    if (requestId && more.getAttribute("aria-expanded") !== "true") api.click(requestId, movie.movie_id);
+    toggleSimilar(movie, more, panel);
+  });
   return node;
 }
 
@@ -385,6 +389,7 @@ async function refreshRecs() {
     let rows;
     let personalized = false;
     let modelVersion = null;
+    let requestId = null;
     if (state.userId == null) {
       const data = await api.popular(REC_COUNT);
       rows = itemsOf(data);
@@ -394,6 +399,7 @@ async function refreshRecs() {
       rows = itemsOf(data);
       personalized = Boolean(data && data.personalized);
       modelVersion = data && data.model_version;
+      requestId = data && data.request_id;
     }
     const movies = rows.map(normaliseMovie).filter(Boolean);
     let predictions = new Map();
@@ -415,7 +421,8 @@ async function refreshRecs() {
     list.innerHTML = "";
     for (const movie of movies) {
       const merged = { ...mergeMovie(movie), count: movie.count };
-      list.append(renderMovie(merged, { context: "recs", prediction: predictions.get(movie.movie_id) ?? null }));
+      list.append(renderMovie(merged, { context: "recs", prediction: predictions.get(movie.movie_id) ?? null,
+        requestId }));
     }
     if (!movies.length) {
       const li = document.createElement("li");
