@@ -77,6 +77,11 @@ def in_worker() -> bool:
     return os.environ.get(WORKER_ENV) == "1"
 
 
+def launched_bare() -> bool:
+    """True in a process that torchrun started as part of a job of several, outside ``trainer.distributed``."""
+    return not in_worker() and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and "RANK" in os.environ
+
+
 def run_rank(load: Callable[[], Any], params: Any, device: str, run: Callable[[Callable[..., Any]], Any],
              log: Callable[[str], None]) -> Any:
     """This process's part of the job: join it, agree on the data, then train (and on rank 0, ``run`` the

@@ -139,3 +139,12 @@ def test_nccl_job_on_gpus_publishes_once(tmp_path: Path, ml100k_dir: Path) -> No
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert ModelStore(tmp_path / "m").versions() == [1]
+
+
+def test_plain_movierec_train_inside_a_torchrun_job_refuses(tmp_path: Path, ml100k_dir: Path) -> None:
+    """Each process would publish its own model: only ``-m trainer.distributed`` joins a job."""
+    env = {**_env(), "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}
+    done = subprocess.run(_train("--source", str(ml100k_dir), "--store", str(tmp_path / "m")), env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "trainer.distributed" in done.stderr, done.stderr
+    assert not (tmp_path / "m").exists()
