@@ -32,7 +32,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from movierec.store import MANIFEST_FILE, WEIGHTS_FILE, Candidate, CorruptModelError, ModelStore, StoreError
 
 from . import repository
-from .catalogue import Catalogue, ModelCatalogue
+from .catalogue import ModelCatalogue
+from .memory import release_free_memory
 from .metrics import Metrics
 from .scoring import LoadedModel
 
@@ -201,11 +202,10 @@ class ModelRegistry:
         if candidate is not None and candidate.state.model.version == version:
             self._scan_stale(candidate.state)
             return candidate.state
-        artifact = self.store.load(version)
+        model = LoadedModel(self.store.load(version))
         with self._sessions() as session:
-            catalogue = Catalogue.from_rows(repository.all_movies(session))
-        model = LoadedModel(artifact)
-        state = ServingState(model, catalogue.aligned_to(model.movie_ids))
+            catalogue = ModelCatalogue.from_chunks(repository.movie_chunks(session), model.movie_ids)
+        state = ServingState(model, catalogue)
         self._scan_stale(state)
         return state
 
@@ -257,6 +257,7 @@ class ModelRegistry:
                 return self._failed(version, previous, f"model version {version} not loaded: {what} (see the log)",
                                     corrupt=False)
             self.state = state  # the one atomic swap
+            release_free_memory()  # the catalogue build's temporaries (and the old version, once unused)
             self._refused.pop(version, None)
             self.last_error = None
             self._metrics.reloads.labels("success").inc()

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import repository
 from .catalogue import split_genres, wanted_genres
+from .memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,9 @@ class Popularity:
                 genres_lower=[frozenset(g.lower() for g in gs) for gs in genres], computed_at=time.time(),
             )
             self.snapshot = snap
-            return snap
+        del rows
+        release_free_memory()  # the query's rows, once per refresh (app.memory)
+        return snap
 
     def top(self, n: int, genre: str | None = None, min_year: int | None = None,
             exclude: set[int] | None = None) -> list[dict[str, Any]]:

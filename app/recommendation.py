@@ -33,7 +33,7 @@ from .model_registry import ServingState
 from .personalize import resolve_user
 from .popularity import Popularity
 from .repository import UserRatings
-from .scoring import UserVector
+from .scoring import LoadedModel, UserVector
 
 #: Where a recommendation came from: the trained factors, factors folded in from the user's
 #: current ratings, or the popularity ranking (nothing known about the user).
@@ -117,21 +117,28 @@ def recommend(state: ServingState | None, popularity: Popularity, user_id: int, 
     trained factors are missing or out of date). Ranked by the model when it can place the user,
     else by popularity (also when no model is loaded: ``state`` None).
     """
-    excluded = set(filters.exclude)
-    excluded.update(int(m) for m in ratings.movie_ids)
     if state is not None:
         model = state.model
         user = resolve_user(model, user_id, ratings, metrics, stale=user_id in state.stale_users)
         if user is not None:
             allowed = state.catalogue.allowed_mask(filters.genre, filters.min_year)
-            if excluded:
-                rows, found = model.movie_rows(np.fromiter(excluded, dtype=np.int64, count=len(excluded)))
-                allowed[rows[found]] = False
+            _disallow(model, allowed, ratings.movie_ids)
+            if filters.exclude:
+                _disallow(model, allowed, np.fromiter(filters.exclude, dtype=np.int64, count=len(filters.exclude)))
             rows, scores = model.top_for_user(user, n, allowed)
             return RecommendationResult(user_id, _scored(state, rows, scores), user.source, True, model.version)
+    excluded = set(filters.exclude)
+    excluded.update(ratings.movie_ids.tolist())
     top = popularity.top(n, genre=filters.genre, min_year=filters.min_year, exclude=excluded)
     return RecommendationResult(user_id, [ScoredMovie(**item) for item in top], "popularity", False,
                                 state.model.version if state is not None else None)
+
+
+def _disallow(model: LoadedModel, allowed: np.ndarray, movie_ids: np.ndarray) -> None:
+    """Clear the model rows of ``movie_ids`` in ``allowed`` (ids the model lacks are ignored)."""
+    if movie_ids.size:
+        rows, found = model.movie_rows(movie_ids)
+        allowed[rows[found]] = False
 
 
 # -- similar -----------------------------------------------------------------------------------

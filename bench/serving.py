@@ -10,6 +10,8 @@ access log on; wrk runs as another process on 127.0.0.1 with 1 thread):
                ``GET /predict`` and ``GET /recommend?n=10`` for random known users/movies
 * 60k movies:  SQLite with a synthetic catalogue of 60,000 movies and 300,000 ratings by 2,000 users
                (bench/synthetic.py) imported the same way; ``GET /recommend?n=10``
+* worker memory: ``movierec serve --workers 1`` and ``--workers 4`` on a 1M-movie synthetic model and
+               catalogue (bench/worker_memory.py): PSS of the server's processes; ``--skip-memory`` leaves it out
 * POST /ratings: one rating per request (JSON) into SQLite and into a fresh PostgreSQL database
                (created, migrated and imported here, dropped afterwards), users outside the read set
 
@@ -326,6 +328,11 @@ def run(duration: float, conns: list[int], postgres: bool, only_recording: bool 
                     measure("POST /ratings (PostgreSQL)", srv, "ratings.lua", write_env, conns, duration, results)
             finally:
                 _pg_drop(pg_url)
+    if memory:
+        print("worker memory, 1M movies ...", flush=True)
+        from bench import worker_memory
+
+        info["worker_memory"] = worker_memory.compare(WORK, log)
     # bare again at the end: how much did the machine drift during the run?
     with Server(bare, env_for(db100, store100), log, "/const") as srv:
         measure("bare FastAPI GET /const (again)", srv, "bare.lua", read_env, conns, duration, results)
@@ -389,12 +396,17 @@ def render(info: dict) -> str:
         out += [f"## {c} connection{'s' if c > 1 else ''}, {rows[0]['duration_s']:g} s each", "",
                 C.md_table(["scenario", "requests/s", "× bare (first)", "p50", "p90", "p99", "requests",
                             "errors (non-2xx + socket)", "load avg 1 min after"], table), ""]
-    out += ["Targets (issue): `/predict` throughput >= 0.70 × bare; `/recommend` p99 < 20 ms on 100K and < 50 ms "
-            "on 60k movies.", ""]
+    out += ["Targets (issues): `/predict` throughput >= 0.70 × bare; `/recommend` at 16 connections >= 0.25 × bare "
+            "on 100K and >= 0.15 × bare on 60k movies, p99 <= 25 ms on both (issue 17); 4 workers on a 1M-movie "
+            "model <= 1.5 × the memory of one (PSS).", ""]
     recording = recording_summary(res)
     if recording:
         out += ["Impression recording (issue 18 target: throughput and p99 within 10 % of recording off):", "",
                 *recording, ""]
+    if "worker_memory" in info:
+        from bench import worker_memory
+
+        out += ["## Worker memory", ""] + worker_memory.render(info["worker_memory"])
     out += [f"- {n}" for n in info["notes"]]
     return "\n".join(out)
 
