@@ -24,6 +24,7 @@ short unrecorded warm-up; each runs for a fixed duration at a fixed number of co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -238,18 +239,21 @@ def measure(name: str, server: Server, script: str, env: dict[str, str], conns: 
 # ------------------------------------------------------------------------------------- driver
 
 
-#: Rounds of the recording pair (off, then on, each in a fresh server): alternating spreads the
-#: machine's drift over both settings instead of charging it to one.
+#: Rounds of the recording pair: both servers (recording off and on) run side by side and wrk
+#: alternates between them, so the machine's drift is spread over both settings instead of being
+#: charged to one.
 RECORDING_ROUNDS = 2
 
 
 def measure_recording(serve: list[str], db_url: str, store: Path, log: Path, env: dict[str, str], conns: list[int],
                       duration: float, results: list[dict], rounds: int = RECORDING_ROUNDS) -> None:
     """GET /recommend with impression recording off and on (MOVIEREC_RECORD_IMPRESSIONS), alternated."""
-    for _ in range(rounds):
-        for state in ("off", "on"):
-            server_env = {**env_for(db_url, store), "MOVIEREC_RECORD_IMPRESSIONS": "true" if state == "on" else "false"}
-            with Server(serve, server_env, log, "/ready") as srv:
+    with contextlib.ExitStack() as stack:
+        servers = {state: stack.enter_context(Server(
+            serve, {**env_for(db_url, store), "MOVIEREC_RECORD_IMPRESSIONS": "true" if state == "on" else "false"},
+            log, "/ready")) for state in ("off", "on")}
+        for _ in range(rounds):
+            for state, srv in servers.items():
                 measure(f"GET /recommend (100K, recording {state})", srv, "recommend.lua", env, conns, duration,
                         results, cpu=True)
 
