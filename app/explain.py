@@ -192,7 +192,7 @@ def top_reasons(decomposition: Decomposition, catalogue: ModelCatalogue,
     formatting was a third of an explanation's cost with all 17.
     """
     c = decomposition.contributions
-    if c.shape[1] == 0:
+    if c.size == 0:  # no rated movie the model knows, or nothing to explain (a filter left no items)
         return [[] for _ in range(c.shape[0])]
     rows = decomposition.rated_rows
     best = np.argpartition(-c, limit - 1, axis=1)[:, :limit] if c.shape[1] > limit else \

@@ -103,6 +103,7 @@ def test_ratings_of_movies_the_model_does_not_know_are_ignored(tmp_path: Path) -
                            np.arange(10))
     assert {r["movie_id"] for because in reasons for r in because} <= {3, 5}
     assert explain_rows(model, _catalogue(model), np.array([999]), np.array([5.0]), np.arange(3)) == [[], [], []]
+    assert explain_rows(model, _catalogue(model), np.array([3]), np.array([5.0]), np.arange(0)) == []
 
 
 def test_nn_gradients_match_finite_differences_of_the_served_logit(tmp_path: Path) -> None:

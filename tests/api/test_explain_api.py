@@ -71,6 +71,13 @@ def test_fold_in_users_get_explanations_too(client: TestClient, store: Path) -> 
         [[r["movie_id"] for r in want] for want in expected]
 
 
+def test_an_empty_list_explains_nothing(client: TestClient) -> None:
+    """A filter that leaves no movie: an empty list, not a failure (found by the API fuzzer)."""
+    for params in ({"genre": "NoSuchGenre"}, {"min_year": 9999}):
+        body = client.get("/recommend", params={"user_id": 3, "explain": "true", **params})
+        assert body.status_code == 200 and body.json()["items"] == []
+
+
 def test_a_single_rating_is_the_only_possible_reason(client: TestClient) -> None:
     assert client.post("/ratings", json={"user_id": 5001, "movie_id": 4, "rating": 5}).status_code == 201
     items = client.get("/recommend", params={"user_id": 5001, "n": 20, "explain": 1}).json()["items"]
