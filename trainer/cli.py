@@ -102,8 +102,12 @@ def train(
                                      param_hint="--bpr-weight")
         typer.echo("warning: --bpr-weight is deprecated, use --rank-weight", err=True)
         rank_weight = bpr_weight
-    from trainer.distributed import in_worker
+    from trainer.distributed import in_worker, launched_bare
 
+    if launched_bare():
+        typer.echo("error: movierec train was started as one process of a torchrun job: every process would "
+                   "publish on its own; run `torchrun ... -m trainer.distributed [train options]` instead", err=True)
+        raise typer.Exit(1)
     if nproc > 1 and not in_worker():
         from trainer.distributed import launch
         from trainer.fit import DeviceUnavailableError, resolve

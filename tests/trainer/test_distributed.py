@@ -139,3 +139,26 @@ def test_nccl_job_on_gpus_publishes_once(tmp_path: Path, ml100k_dir: Path) -> No
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert ModelStore(tmp_path / "m").versions() == [1]
+
+
+def test_plain_movierec_train_inside_a_torchrun_job_refuses(tmp_path: Path, ml100k_dir: Path) -> None:
+    """Each process would publish its own model: only ``-m trainer.distributed`` joins a job."""
+    env = {**_env(), "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}
+    done = subprocess.run(_train("--source", str(ml100k_dir), "--store", str(tmp_path / "m")), env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "trainer.distributed" in done.stderr, done.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_gate_refusal_on_rank_0_is_the_jobs_exit_status(tmp_path: Path, ml100k_dir: Path) -> None:
+    """rank 0's reason (the gate's 3) comes back through the launcher, and the store keeps its one version."""
+    from trainer.pipeline import train_and_publish
+
+    store = ModelStore(tmp_path / "models")
+    data = load_files(ml100k_dir)
+    train_and_publish(lambda: data, store, dataclasses.replace(FitParams(), epochs=EPOCHS))
+    done = subprocess.run(_train("--source", str(ml100k_dir), "--store", str(store.root), "--nproc", "2",
+                                 "--epochs", "1"), env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "not published" in done.stderr
+    assert store.versions() == [1] and store.current_version() == 1
