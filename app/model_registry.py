@@ -32,7 +32,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from movierec.store import MANIFEST_FILE, WEIGHTS_FILE, Candidate, CorruptModelError, ModelStore, StoreError
 
 from . import repository
-from .catalogue import Catalogue, ModelCatalogue
+from .catalogue import ModelCatalogue
+from .memory import release_free_memory
 from .metrics import Metrics
 from .scoring import LoadedModel
 
@@ -162,12 +163,13 @@ class ModelRegistry:
         if pointer is None:
             if loaded is not None:
                 log.info("candidate version %s no longer served", loaded.pointer.version)
-            self.candidate, self.candidate_error = None, None
+            self._set_candidate(None)
+            self.candidate_error = None
             return
         if loaded is not None and loaded.pointer == pointer:
             return
         if loaded is not None and loaded.pointer.version == pointer.version:
-            self.candidate = CandidateState(pointer, loaded.state)  # new share or salt only
+            self._set_candidate(CandidateState(pointer, loaded.state))  # new share or salt only
             return
         if self._refused.get(pointer.version) == self._signature(pointer.version):
             return
@@ -181,9 +183,15 @@ class ModelRegistry:
             log.error("%s; keeping candidate %s", self.candidate_error,
                       loaded.pointer.version if loaded is not None else None)
             return
-        self.candidate, self.candidate_error = CandidateState(pointer, state), None
+        self._set_candidate(CandidateState(pointer, state))
+        self.candidate_error = None
         self._metrics.reloads.labels("success").inc()
         log.info("candidate version %s serves %.1f %% of users", pointer.version, 100 * pointer.share)
+
+    def _set_candidate(self, candidate: CandidateState | None) -> None:
+        self.candidate = candidate  # one reference: a request sees the old candidate or the new one
+        self._metrics.candidate_version.set(candidate.pointer.version if candidate is not None else 0)
+        self._metrics.candidate_share.set(candidate.pointer.share if candidate is not None else 0)
 
     def _load_state(self, version: int) -> ServingState:
         """Load, validate and prepare ``version`` on the side (the served state is untouched).
@@ -194,11 +202,10 @@ class ModelRegistry:
         if candidate is not None and candidate.state.model.version == version:
             self._scan_stale(candidate.state)
             return candidate.state
-        artifact = self.store.load(version)
+        model = LoadedModel(self.store.load(version))
         with self._sessions() as session:
-            catalogue = Catalogue.from_rows(repository.all_movies(session))
-        model = LoadedModel(artifact)
-        state = ServingState(model, catalogue.aligned_to(model.movie_ids))
+            catalogue = ModelCatalogue.from_chunks(repository.movie_chunks(session), model.movie_ids)
+        state = ServingState(model, catalogue)
         self._scan_stale(state)
         return state
 
@@ -250,6 +257,7 @@ class ModelRegistry:
                 return self._failed(version, previous, f"model version {version} not loaded: {what} (see the log)",
                                     corrupt=False)
             self.state = state  # the one atomic swap
+            release_free_memory()  # the catalogue build's temporaries (and the old version, once unused)
             self._refused.pop(version, None)
             self.last_error = None
             self._metrics.reloads.labels("success").inc()

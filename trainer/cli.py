@@ -75,6 +75,9 @@ def train(
         "them, torch.distributed; across machines use torchrun (docs/trainer.md)."))] = 1,
     bpr_weight: Annotated[Optional[float], typer.Option(
         min=0.0, hidden=True, help="Deprecated: the old name of --rank-weight.")] = None,
+    candidate: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, help="Publish as the candidate version serving this share of users (0..1) "
+                               "instead of making it current.")] = None,
 ) -> None:
     """Train a model on all ratings, evaluate it against baselines, and publish it if it passes the gate."""
     import os
@@ -119,14 +122,14 @@ def train(
         forwarded = _forward(model=model.value, factors=factors, epochs=epochs, lr=lr, wd=wd, batch_size=batch_size,
                              rank_weight=rank_weight, rank_sample=rank_sample, seed=seed, force=force,
                              tolerance=tolerance, source=source, store=store, device=device.value,
-                             engine=engine.value)
+                             engine=engine.value, candidate=candidate)
         code = launch(nproc, forwarded)  # prints its own line when a process failed
         if code:
             raise typer.Exit(code)
         return
     try:
         _run(model.value, factors, epochs, lr, wd, batch_size, rank_weight, seed, force, tolerance, source, store,
-             rank_sample, device.value, engine.value)
+             rank_sample, device.value, engine.value, candidate)
     except TrainerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -157,7 +160,7 @@ def _forward(**options: object) -> list[str]:
 def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, wd: float | None,
          batch_size: int | None, rank_weight: float | None, seed: int, force: bool, tolerance: float | None,
          source: Path | None, store_path: Path | None, rank_sample: float | None = None, device: str = "auto",
-         engine: str = "auto") -> None:
+         engine: str = "auto", candidate: float | None = None) -> None:
     from movierec.settings import get_settings
     from movierec.store import ModelStore
     from functools import partial
@@ -192,7 +195,8 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
             return train_and_publish(load, store, params, force=force,
                                      tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
                                      keep=settings.keep_versions, progress=report.epoch, log=report.log,
-                                     source=where, fitter=fitter)
+                                     source=where, fitter=fitter,
+                                     candidate_share=candidate)
 
         if in_worker():
             result = run_rank(load, params, device, run, report.log)

@@ -104,8 +104,13 @@ def train_and_publish(
     load: Callable[[], Ratings], store: ModelStore, params: FitParams, *, force: bool = False,
     tolerance: float = DEFAULT_TOLERANCE, keep: int | None = None, progress: Progress | None = None,
     log: Log = lambda _m: None, source: str = "database", fitter: Fitter = fit,
+    candidate_share: float | None = None,
 ) -> TrainResult:
-    """The whole run. Raises a TrainerError subclass for every expected failure; the store is then unchanged."""
+    """The whole run. Raises a TrainerError subclass for every expected failure; the store is then unchanged.
+
+    With ``candidate_share``, the new version does not become current: it is published and made the
+    candidate serving that share of users (docs/online-metrics.md), after the same quality gate.
+    """
     start = time.perf_counter()
     data = load()
     if len(data) < MIN_RATINGS:
@@ -152,9 +157,19 @@ def train_and_publish(
     writer = report_writer(history, tensors["movie_factors"], data.movie_ids, counts, data.titles)
     manifest["seconds"] = round(time.perf_counter() - start, 2)
     try:
-        version = store.publish(tensors, manifest, extra_files=writer, keep=keep)
+        version = store.publish(tensors, manifest, extra_files=writer, keep=keep,
+                                make_current=candidate_share is None)
     except (OSError, StoreError) as exc:
         raise TrainerError(f"publishing to {store.root} failed, store unchanged: {exc}") from exc
+    if candidate_share is not None:
+        if store.current_version() == version:
+            log("no other version to serve beside it: the new version is current")
+        else:
+            try:
+                store.set_candidate(version, candidate_share)
+            except (OSError, StoreError) as exc:
+                raise TrainerError(f"version {version} published but not made the candidate: {exc}") from exc
+            log(f"version {version} is the candidate for {100 * candidate_share:g} % of users")
     return TrainResult(manifest, version, decision, time.perf_counter() - start)
 
 
