@@ -115,7 +115,7 @@ def train(
         try:  # fail here, once, rather than in every process
             if engine == EngineKind.numba:
                 raise DeviceUnavailableError("a distributed job (--nproc) trains with the torch engine, not numba")
-            resolve(device.value, "torch", model.value)
+            resolve(device.value, "torch", model.value, cuda_index=nproc - 1)  # one GPU per process
         except TrainerError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
