@@ -144,8 +144,10 @@ def launch(nproc: int, args: Sequence[str]) -> int:
         if 0 in codes and codes[0] > 0 and set(codes) == {0}:
             return codes[0]
         detail = ", ".join(f"rank {rank} exit {code}" for rank, code in sorted(codes.items()))
-        print(f"error: the distributed job failed ({detail}); nothing was published"
-              + (f" (first failure at {first.timestamp})" if first is not None else ""), file=sys.stderr)
+        # Whether rank 0 had published first is for the caller to tell (it knows the store): rank 0 publishes
+        # only after the last collective, so a rank that fails before then stops it.
+        print(f"error: a process of the distributed job failed ({detail})"
+              + (f", first at {first.timestamp}" if first is not None else ""), file=sys.stderr)
         return RankFailedError.exit_code
     finally:
         os.environ.pop(WORKER_ENV, None)
