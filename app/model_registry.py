@@ -23,9 +23,11 @@ from pathlib import Path
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from movierec.ann_index import HEADER_FILE as ANN_HEADER_FILE
 from movierec.store import MANIFEST_FILE, WEIGHTS_FILE, CorruptModelError, ModelStore, StoreError
 
 from . import repository
+from .ann import AnnRanker, ranker_for
 from .catalogue import Catalogue, ModelCatalogue
 from .metrics import Metrics
 from .scoring import LoadedModel
@@ -46,6 +48,12 @@ class ServingState:
     catalogue: ModelCatalogue
     stale_users: set[int] = field(default_factory=set)
     watermark: int | None = None  # newest rated_at seen by the stale-user scan
+    ann: AnnRanker | None = None  # the index of a large catalogue (app/ann.py); None: exact scoring
+
+    @property
+    def ranker(self) -> LoadedModel | AnnRanker:
+        """What answers ``top_for_user`` and ``similar``: the ANN index when there is one, else the model."""
+        return self.ann if self.ann is not None else self.model
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,11 @@ class ReloadResult:
 class ModelRegistry:
     """Holds the current :class:`ServingState` and loads new versions from the store."""
 
-    def __init__(self, store_root: Path, sessions: sessionmaker[Session], metrics: Metrics) -> None:
+    def __init__(self, store_root: Path, sessions: sessionmaker[Session], metrics: Metrics,
+                 ann_min_movies: int | None = None) -> None:
         self.store = ModelStore(store_root)
+        #: Catalogues of at least this many movies are ranked through an ANN index (None: never).
+        self.ann_min_movies = ann_min_movies
         self._sessions = sessions
         self._metrics = metrics
         self.state: ServingState | None = None
@@ -97,7 +108,7 @@ class ModelRegistry:
         except StoreError:
             return (version,)
         parts: list[object] = [version]
-        for name in (MANIFEST_FILE, WEIGHTS_FILE):
+        for name in (MANIFEST_FILE, WEIGHTS_FILE, ANN_HEADER_FILE):
             try:
                 st = (path / name).stat()
                 parts.extend((st.st_mtime_ns, st.st_size))
@@ -155,7 +166,8 @@ class ModelRegistry:
                 with self._sessions() as session:
                     catalogue = Catalogue.from_rows(repository.all_movies(session))
                 model = LoadedModel(artifact)
-                state = ServingState(model, catalogue.aligned_to(model.movie_ids))
+                ann = ranker_for(artifact, model, self.ann_min_movies)  # CorruptModelError for a bad index
+                state = ServingState(model, catalogue.aligned_to(model.movie_ids), ann=ann)
                 self._scan_stale(state)
             except (StoreError, ValueError, KeyError, TypeError) as exc:
                 # A damaged version: refuse it until its files change.

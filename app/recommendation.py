@@ -127,7 +127,7 @@ def recommend(state: ServingState | None, popularity: Popularity, user_id: int, 
             if excluded:
                 rows, found = model.movie_rows(np.fromiter(excluded, dtype=np.int64, count=len(excluded)))
                 allowed[rows[found]] = False
-            rows, scores = model.top_for_user(user, n, allowed)
+            rows, scores = state.ranker.top_for_user(user, n, allowed)
             return RecommendationResult(user_id, _scored(state, rows, scores), user.source, True, model.version)
     top = popularity.top(n, genre=filters.genre, min_year=filters.min_year, exclude=excluded)
     return RecommendationResult(user_id, [ScoredMovie(**item) for item in top], "popularity", False,
@@ -146,7 +146,7 @@ def similar(state: ServingState, sessions: sessionmaker[Session], movie_id: int,
             if repository.get_movie(session, movie_id) is None:
                 raise UnknownMovieError(f"movie {movie_id} not found")
         raise UnknownMovieError(f"movie {movie_id} is not in model version {model.version} (added after training)")
-    rows, scores = model.similar(row, n, state.catalogue.allowed_mask())
+    rows, scores = state.ranker.similar(row, n, state.catalogue.allowed_mask())
     return SimilarResult(movie_id, _scored(state, rows, scores), model.version)
 
 
