@@ -42,10 +42,12 @@ EXACT_ROW_COST = 2.0
 class AnnRanker:
     """``top_for_user`` and ``similar`` of one model version through its ANN indexes."""
 
-    def __init__(self, model: LoadedModel, indexes: AnnIndexes) -> None:
+    def __init__(self, model: LoadedModel, indexes: AnnIndexes, exact_row_cost: float = EXACT_ROW_COST) -> None:
         self.model = model
         self.indexes = indexes
         self.m = len(model.movie_ids)
+        #: See EXACT_ROW_COST; tests pass infinity to take the index path whatever the filter.
+        self.exact_row_cost = exact_row_cost
         # One OpenMP thread per search: a request is one query, and the server's own threads are
         # the parallelism (more would oversubscribe the cores).
         faiss.omp_set_num_threads(1)
@@ -88,7 +90,7 @@ class AnnRanker:
         # Probe more lists when fewer rows are allowed, so that about as many allowed rows are
         # scanned as in the unfiltered search the probe count was tuned on.
         nprobe = min(index.nlist, math.ceil(index.nprobe / fraction))
-        if count * EXACT_ROW_COST <= nprobe * self.m / index.nlist:
+        if count * self.exact_row_cost <= nprobe * self.m / index.nlist:
             return _best(np.flatnonzero(allowed), exact, want)
         bitmap = np.packbits(allowed, bitorder="little")  # faiss's IDSelectorBitmap: bit i&7 of byte i>>3
         selector = faiss.IDSelectorBitmap(self.m, faiss.swig_ptr(bitmap))
