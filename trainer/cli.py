@@ -122,7 +122,8 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
         report = _Reporter(progress)
         result = train_and_publish(load, store, params, force=force,
                                    tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
-                                   keep=settings.keep_versions, progress=report.epoch, log=report.log, source=where)
+                                   keep=settings.keep_versions, progress=report.epoch, log=report.log, source=where,
+                                   ann_min_movies=settings.ann_min_movies)
     m = result.manifest["metrics"]
     typer.echo(f"published version {result.version} to {store.root} "
                f"(rmse {m.get('rmse', float('nan')):.4f}, ndcg@10 {m.get('ndcg@10', float('nan')):.4f}, "
