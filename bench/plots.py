@@ -107,12 +107,38 @@ def serving(res: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def ann(res: dict, out: Path) -> None:
+    """Per synthetic model: exact and ANN latency of each question (p50 and p99), recall@10 in the labels."""
+    plt = _plt()
+    parts = res["product"]
+    fig, axes = plt.subplots(1, len(parts), figsize=(7 * len(parts), 5), squeeze=False)
+    for ax, p in zip(axes[0], parts, strict=True):
+        rows = p["rows"]
+        y = np.arange(len(rows))
+        for off, key, color, label in ((-0.3, "exact_p50_ms", "tab:gray", "exact p50"),
+                                       (-0.1, "exact_p99_ms", "silver", "exact p99"),
+                                       (0.1, "ann_p50_ms", "tab:blue", "ANN p50"),
+                                       (0.3, "ann_p99_ms", "lightsteelblue", "ANN p99")):
+            ax.barh(y + off, [r[key] for r in rows], height=0.2, color=color, label=label)
+        ax.set_yticks(y, [f"{r['case']}\nrecall@10 {r['recall_at_10']:.3f}" for r in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("latency per query (ms, log scale, one thread, in-process)")
+        ax.set_title(f"{p['movies']:,} movies, k=64, {p['structure']} factors (build {p['build_s']:.0f} s)")
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("exact scoring vs the ANN index (bench/ann.py)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="plot the *-quick results")
     args = ap.parse_args(argv)
     suffix = "-quick" if args.quick else ""
-    for part, fn in (("accuracy", accuracy), ("speed", speed), ("serving", serving)):
+    for part, fn in (("accuracy", accuracy), ("speed", speed), ("serving", serving), ("ann", ann)):
         src = C.RESULTS / f"{part}{suffix}.json"
         if not src.is_file():
             print(f"{src.name}: missing, no plot (run `python -m bench.{part}{' --quick' if suffix else ''}`)")
