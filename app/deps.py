@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from movierec.settings import Settings
 from movierec.store import ModelStore
 
+from .impressions import ImpressionRecorder
 from .metrics import Metrics
 from .model_registry import ModelRegistry, ServingState
 from .popularity import Popularity
@@ -57,6 +58,22 @@ async def get_state(request: Request) -> ServingState | None:
     return request.app.state.registry.state
 
 
+async def get_user_serving(request: Request) -> tuple[ServingState | None, str]:
+    """The serving state for the query's ``user_id`` and its role (``current`` or ``candidate``).
+
+    The id is read as the route will validate it; an invalid one gets CURRENT here and its 422
+    from the route's own parameter.
+    """
+    raw = request.query_params.get("user_id", "")
+    user_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 10 else None
+    return request.app.state.registry.serving(user_id)
+
+
+async def get_recorder(request: Request) -> ImpressionRecorder:
+    """The impression recorder (records nothing when MOVIEREC_RECORD_IMPRESSIONS is false)."""
+    return request.app.state.recorder
+
+
 def require_state_now(request: Request) -> ServingState:
     """The serving state; 503 when no model is loaded (for hot endpoints that skip the dependency)."""
     state = request.app.state.registry.state
@@ -85,3 +102,5 @@ SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 StateDep = Annotated[ServingState | None, Depends(get_state)]
 RequiredStateDep = Annotated[ServingState, Depends(require_state)]
 SessionDep = Annotated[Session, Depends(get_session)]
+UserServingDep = Annotated[tuple[ServingState | None, str], Depends(get_user_serving)]
+RecorderDep = Annotated[ImpressionRecorder, Depends(get_recorder)]

@@ -35,11 +35,12 @@ from movierec import __version__
 from movierec.db.engine import make_engine, session_factory
 from movierec.settings import Settings, get_settings
 
+from .impressions import ImpressionRecorder
 from .metrics import Metrics
 from .middleware import BodySizeLimitMiddleware, MetricsMiddleware, SecurityHeadersMiddleware, json_value_budget
 from .model_registry import ModelRegistry
 from .popularity import Popularity
-from .routers import admin, movies, ops, predict, ratings, recommend
+from .routers import admin, movies, online, ops, predict, ratings, recommend
 from .schemas import BODY_ERRORS
 
 log = logging.getLogger("app")
@@ -65,6 +66,7 @@ async def _every(seconds: float, name: str, job: Callable[[], object]) -> None:
 def _startup(registry: ModelRegistry, popularity: Popularity) -> None:
     """First model load and popularity computation; failures are logged and retried later."""
     registry.reload()
+    registry.poll_candidate()
     try:
         popularity.refresh()
     except Exception as exc:  # noqa: BLE001 - database down at start-up: /ready reports it
@@ -82,6 +84,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     popularity = Popularity(sessions)
     app.state.engine, app.state.sessions = engine, sessions
     app.state.registry, app.state.popularity = registry, popularity
+    recorder = ImpressionRecorder(
+        sessions, app.state.metrics, enabled=settings.record_impressions, queue_size=settings.impressions_queue_size,
+        flush_s=settings.impressions_flush_ms / 1000, batch_rows=settings.impressions_batch_rows,
+        retention_s=settings.impressions_retention_days * 86400)
+    app.state.recorder = recorder
     await run_in_threadpool(_startup, registry, popularity)
 
     def model_tick() -> None:
@@ -91,12 +98,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     tasks = [asyncio.create_task(_every(POPULARITY_REFRESH_S, "popularity", popularity.refresh))]
     if settings.reload_interval > 0:
         tasks.append(asyncio.create_task(_every(settings.reload_interval, "model reload", model_tick)))
+    recorder.start()
     try:
         yield
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await run_in_threadpool(recorder.stop)  # writes what is waiting
         engine.dispose()
 
 
@@ -304,7 +313,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    for module in (predict, recommend, ratings, movies, ops, admin):
+    for module in (predict, recommend, ratings, movies, ops, admin, online):
         # The routes themselves, as include_router did before FastAPI 0.16x: it now dispatches
         # each request through a wrapper per included router, ~8 % of /predict's throughput.
         # An APIRouter's prefix, tags, dependencies and responses (BODY_ERRORS) are already on

@@ -37,6 +37,21 @@ class Metrics:
             "movierec_foldins_total", "Users whose factors were solved from their current ratings.",
             registry=self.registry,
         )
+        self.impressions_recorded = Counter(
+            "movierec_impressions_recorded_total", "Impressions written to the database.", registry=self.registry,
+        )
+        self.impressions_dropped = Counter(
+            "movierec_impressions_dropped_total",
+            "Impressions not recorded, by reason (queue_full: the writer fell behind; database: the write failed).",
+            ["reason"], registry=self.registry,
+        )
+        self.impressions_pending = Gauge(
+            "movierec_impressions_pending", "Impressions waiting to be written.", registry=self.registry,
+        )
+        self.impressions_pruned = Counter(
+            "movierec_impressions_pruned_total", "Impressions deleted by the retention setting.",
+            registry=self.registry,
+        )
         # Label lookups cost a lock and a dict access each; cache the children per label tuple.
         self._request_children: dict[tuple[str, str, str], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}

@@ -8,6 +8,12 @@ The registry also knows which users have rated since the model's data snapshot (
 so ``/predict`` can use the trained factors of everybody else without a database round trip.
 The set is computed when a version is loaded, extended by this process's writes at once and by
 other processes' writes through a periodic scan of the ``rated_at`` index.
+
+Beside CURRENT, the store may name a candidate version serving a hashed share of users
+(:class:`movierec.store.Candidate`). The registry loads it the same way, on the side, and swaps
+one reference (:attr:`ModelRegistry.candidate`); a candidate that fails to load keeps the previous
+candidate state (or none) and CURRENT keeps serving everybody else. :meth:`ModelRegistry.serving`
+picks the state of one user.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from movierec.ann_index import HEADER_FILE as ANN_HEADER_FILE
-from movierec.store import MANIFEST_FILE, WEIGHTS_FILE, CorruptModelError, ModelStore, StoreError
+from movierec.store import MANIFEST_FILE, WEIGHTS_FILE, Candidate, CorruptModelError, ModelStore, StoreError
 
 from . import repository
 from .ann import AnnRanker, ranker_for
@@ -57,6 +63,14 @@ class ServingState:
 
 
 @dataclass(frozen=True)
+class CandidateState:
+    """The candidate's pointer and its loaded serving state."""
+
+    pointer: Candidate
+    state: ServingState
+
+
+@dataclass(frozen=True)
 class ReloadResult:
     """Outcome of a reload attempt."""
 
@@ -77,7 +91,9 @@ class ModelRegistry:
         self._sessions = sessions
         self._metrics = metrics
         self.state: ServingState | None = None
+        self.candidate: CandidateState | None = None
         self.last_error: str | None = None
+        self.candidate_error: str | None = None
         self._load_lock = threading.Lock()
         # Versions refused, by a signature of their files: a broken version is not retried until
         # its files change, so the poll loop does not re-hash a large corrupt file every tick.
@@ -90,15 +106,29 @@ class ModelRegistry:
         state = self.state
         return state.model if state is not None else None
 
+    def serving(self, user_id: int | None) -> tuple[ServingState | None, str]:
+        """The state that answers ``user_id`` and its role: ``"candidate"`` for the candidate's
+        share of users, else ``"current"`` (also for requests without a user)."""
+        candidate = self.candidate
+        if candidate is not None and user_id is not None and candidate.pointer.serves(user_id):
+            return candidate.state, "candidate"
+        return self.state, "current"
+
     def is_stale(self, state: ServingState, user_id: int) -> bool:
         """True if the user rated after the model's snapshot (their trained factors are out of date)."""
         return user_id in state.stale_users
 
     def mark_stale(self, user_ids: set[int] | list[int]) -> None:
         """Called after this process stored ratings for these users."""
-        state = self.state
-        if state is not None:
+        for state in self._states():
             state.stale_users.update(user_ids)
+
+    def _states(self) -> list[ServingState]:
+        states = [self.state] if self.state is not None else []
+        candidate = self.candidate
+        if candidate is not None and candidate.state is not self.state:
+            states.append(candidate.state)
+        return states
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -124,11 +154,65 @@ class ModelRegistry:
             log.warning("cannot read model store %s: %s", self.store.root, exc)
             return None
         current = self.model.version if self.model is not None else None
-        if version is None or version == current:
-            return None
-        if self._refused.get(version) == self._signature(version):
-            return None
-        return self.reload(version)
+        result = None
+        if version is not None and version != current and self._refused.get(version) != self._signature(version):
+            result = self.reload(version)  # first: a promoted candidate's state is reused
+        self.poll_candidate()
+        return result
+
+    def poll_candidate(self) -> None:
+        """Follow the store's candidate pointer: load a new candidate version, take a new share or
+        salt, or drop the candidate when the pointer is gone. A version that fails to load leaves
+        the previous candidate state serving (reason in :attr:`candidate_error`)."""
+        try:
+            pointer = self.store.candidate()
+        except OSError as exc:
+            log.warning("cannot read the candidate pointer in %s: %s", self.store.root, exc)
+            return
+        loaded = self.candidate
+        if pointer is None:
+            if loaded is not None:
+                log.info("candidate version %s no longer served", loaded.pointer.version)
+            self.candidate, self.candidate_error = None, None
+            return
+        if loaded is not None and loaded.pointer == pointer:
+            return
+        if loaded is not None and loaded.pointer.version == pointer.version:
+            self.candidate = CandidateState(pointer, loaded.state)  # new share or salt only
+            return
+        if self._refused.get(pointer.version) == self._signature(pointer.version):
+            return
+        try:
+            state = self._load_state(pointer.version)
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the previous candidate state
+            if isinstance(exc, (StoreError, ValueError, KeyError, TypeError)):
+                self._refused[pointer.version] = self._signature(pointer.version)
+            self.candidate_error = f"candidate version {pointer.version} not loaded: {exc}"
+            self._metrics.reloads.labels("failure").inc()
+            log.error("%s; keeping candidate %s", self.candidate_error,
+                      loaded.pointer.version if loaded is not None else None)
+            return
+        self.candidate, self.candidate_error = CandidateState(pointer, state), None
+        self._metrics.reloads.labels("success").inc()
+        log.info("candidate version %s serves %.1f %% of users", pointer.version, 100 * pointer.share)
+
+    def _load_state(self, version: int) -> ServingState:
+        """Load, validate and prepare ``version`` on the side (the served state is untouched).
+
+        The candidate's state is reused when it is that version (a promotion needs no second load).
+        """
+        candidate = self.candidate
+        if candidate is not None and candidate.state.model.version == version:
+            self._scan_stale(candidate.state)
+            return candidate.state
+        artifact = self.store.load(version)
+        with self._sessions() as session:
+            catalogue = Catalogue.from_rows(repository.all_movies(session))
+        model = LoadedModel(artifact)
+        ann = ranker_for(artifact, model, self.ann_min_movies)  # CorruptModelError for a bad index
+        state = ServingState(model, catalogue.aligned_to(model.movie_ids), ann=ann)
+        self._scan_stale(state)
+        return state
 
     def reload(self, version: int | None = None, force: bool = False) -> ReloadResult:
         """Load ``version`` (default: the store's current one), validate it and swap it in.
@@ -162,13 +246,8 @@ class ModelRegistry:
                     return ReloadResult(version, previous, changed=False)
                 signature = self._signature(version)
                 started = time.perf_counter()
-                artifact = self.store.load(version)
-                with self._sessions() as session:
-                    catalogue = Catalogue.from_rows(repository.all_movies(session))
-                model = LoadedModel(artifact)
-                ann = ranker_for(artifact, model, self.ann_min_movies)  # CorruptModelError for a bad index
-                state = ServingState(model, catalogue.aligned_to(model.movie_ids), ann=ann)
-                self._scan_stale(state)
+                state = self._load_state(version)
+                model = state.model
             except (StoreError, ValueError, KeyError, TypeError) as exc:
                 # A damaged version: refuse it until its files change.
                 if version is not None:
@@ -227,8 +306,7 @@ class ModelRegistry:
 
     def refresh_stale(self) -> None:
         """Pick up users who rated through other processes since the last scan."""
-        state = self.state
-        if state is not None:
+        for state in self._states():
             self._scan_stale(state)
 
 

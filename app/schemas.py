@@ -98,11 +98,18 @@ class MovieItem(BaseModel):
 _ITEM_EXAMPLE = {"movie_id": 50, "title": "Star Wars", "year": 1977, "genres": ["Action", "Sci-Fi"], "score": 2.31}
 
 
+RequestIdField = Field(description="Id under which this answer is recorded (also in X-Request-ID); "
+                                   "events about it (POST /events) name it.")
+ServedByField = Field(description="current: the CURRENT version served it; candidate: the candidate version, "
+                                  "for the users in its share (also in X-Model-Role).")
+
+
 class Recommendation(BaseModel):
     """Top movies for a user that they have not rated."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"user_id": 196, "model_version": 3, "personalized": True, "source": "model", "items": [_ITEM_EXAMPLE]}]})
+        {"user_id": 196, "model_version": 3, "personalized": True, "source": "model", "items": [_ITEM_EXAMPLE],
+         "request_id": "3f2a9c0e5b7d4e1f8a6b2c9d0e1f2a3b", "served_by": "current"}]})
 
     user_id: int
     model_version: int | None
@@ -111,6 +118,8 @@ class Recommendation(BaseModel):
         description="model: trained factors; fold_in: factors solved from the user's current ratings; "
                     "popularity: nothing known about the user.")
     items: list[MovieItem]
+    request_id: str = RequestIdField
+    served_by: Literal["current", "candidate"] = ServedByField
 
 
 class SimilarMovies(BaseModel):
@@ -119,12 +128,21 @@ class SimilarMovies(BaseModel):
     movie_id: int
     model_version: int
     items: list[MovieItem]
+    request_id: str = RequestIdField
+    served_by: Literal["current", "candidate"] = ServedByField
 
 
 class PopularMovies(BaseModel):
     """Most popular movies (damped mean rating), for anonymous visitors."""
 
     items: list[MovieItem]
+
+
+def not_in_the_future(value: int | None, name: str) -> int | None:
+    """``value`` (Unix seconds), refused when later than the server's clock plus the allowed skew."""
+    if value is not None and value > latest_valid_timestamp():
+        raise ValueError(f"{name} is in the future (more than {MAX_FUTURE_SKEW_S} s after the server's clock)")
+    return value
 
 
 class RatingIn(StrictBody):
@@ -145,9 +163,7 @@ class RatingIn(StrictBody):
     def _not_in_the_future(cls, value: int | None) -> int | None:
         # A far-future timestamp would stay the newest rating for ever: first in every "newest
         # first" list, and the high-water mark by which the workers notice each other's writes.
-        if value is not None and value > latest_valid_timestamp():
-            raise ValueError(f"rated_at is in the future (more than {MAX_FUTURE_SKEW_S} s after the server's clock)")
-        return value
+        return not_in_the_future(value, "rated_at")
 
     @field_validator("rating", mode="before")
     @classmethod
@@ -175,6 +191,42 @@ class _FailFast(FailFast):
 #: item's errors, not one error per item (the batch size is checked before, see app.limits).
 PredictBatch = Annotated[list[PredictRequest], _FailFast()]
 RatingBatch = Annotated[list[RatingIn], _FailFast()]
+
+
+class EventIn(StrictBody):
+    """A click or view of a movie shown in an answer of /recommend or /movies/{id}/similar."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"request_id": "3f2a9c0e5b7d4e1f8a6b2c9d0e1f2a3b", "movie_id": 50, "kind": "click"}]})
+
+    request_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$",
+                            description="The answer's request_id (X-Request-ID).")
+    movie_id: MovieId
+    kind: Literal["click", "view"]
+    user_id: UserId | None = Field(None, description="If given, must be the user the answer was for.")
+    occurred_at: int | None = Field(
+        None, ge=0, le=2**62,
+        description=f"Unix epoch seconds; default: now. Not before the answer, at most {MAX_FUTURE_SKEW_S} s "
+                    "ahead of the server's clock.")
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _not_in_the_future(cls, value: int | None) -> int | None:
+        return not_in_the_future(value, "occurred_at")
+
+
+EventBatch = Annotated[list[EventIn], _FailFast()]
+
+
+class EventOut(BaseModel):
+    """An event as stored; ``duplicate`` when the same (request, movie, kind) was already stored
+    (it is then not stored or counted again)."""
+
+    request_id: str
+    movie_id: int
+    kind: Literal["click", "view"]
+    occurred_at: int
+    duplicate: bool
 
 
 class RatingOut(BaseModel):

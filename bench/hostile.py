@@ -53,7 +53,7 @@ def make_data(directory: Path) -> tuple[str, Path]:
     from sqlalchemy import insert
 
     from movierec.db.engine import make_engine
-    from movierec.db.migrate import upgrade
+    from migrations import upgrade
     from movierec.db.schema import Movie, Rating
     from movierec.store import ModelStore
 

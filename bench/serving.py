@@ -276,8 +276,39 @@ def run_million(serve: list[str], conns: list[int], duration: float, results: li
             measure(name, srv, "recommend.lua", wrk_env, conns, duration, results)
 
 
-def run(duration: float, conns: list[int], postgres: bool, million: bool = True, only_million: bool = False,
-        million_movies: int = 1_000_000) -> dict:
+#: Rounds of the recording pair (off, then on, each in a fresh server): alternating spreads the
+#: machine's drift over both settings instead of charging it to one.
+RECORDING_ROUNDS = 2
+
+
+def measure_recording(serve: list[str], db_url: str, store: Path, log: Path, env: dict[str, str], conns: list[int],
+                      duration: float, results: list[dict]) -> None:
+    """GET /recommend with impression recording off and on (MOVIEREC_RECORD_IMPRESSIONS), alternated."""
+    for _ in range(RECORDING_ROUNDS):
+        for state in ("off", "on"):
+            server_env = {**env_for(db_url, store), "MOVIEREC_RECORD_IMPRESSIONS": "true" if state == "on" else "false"}
+            with Server(serve, server_env, log, "/ready") as srv:
+                measure(f"GET /recommend (100K, recording {state})", srv, "recommend.lua", env, conns, duration,
+                        results)
+
+
+def recording_summary(results: list[dict]) -> list[str]:
+    """Recording on against off: mean requests/s and p99 over the rounds, as ratios (target: within 10 %)."""
+    lines = []
+    for c in sorted({r["connections"] for r in results}):
+        def mean(state: str, key: str, c: int = c) -> float:
+            rows = [r[key] for r in results if r["connections"] == c and r["scenario"].endswith(f"recording {state})")]
+            return sum(rows) / len(rows) if rows else float("nan")
+        off_rps, on_rps, off_p99, on_p99 = mean("off", "rps"), mean("on", "rps"), mean("off", "p99_ms"), mean("on", "p99_ms")
+        if off_rps == off_rps and on_rps == on_rps:  # both measured (not NaN)
+            lines.append(f"- {c} connection(s): recording on / off = {on_rps / off_rps:.3f} × requests/s "
+                         f"({on_rps:.0f} / {off_rps:.0f}), {on_p99 / off_p99:.3f} × p99 ({on_p99:.2f} / {off_p99:.2f} ms), "
+                         f"mean of {RECORDING_ROUNDS} alternated rounds")
+    return lines
+
+
+def run(duration: float, conns: list[int], postgres: bool, only_recording: bool = False, million: bool = True,
+        only_million: bool = False, million_movies: int = 1_000_000) -> dict:
     t_start = time.perf_counter()
     if WORK.exists():
         shutil.rmtree(WORK)
@@ -286,7 +317,6 @@ def run(duration: float, conns: list[int], postgres: bool, million: bool = True,
     results: list[dict] = []
     info: dict = {"notes": []}
     serve = [*MOVIEREC, "serve", "--host", "127.0.0.1", "--workers", "1"]
-
     bare = [sys.executable, "-m", "bench.bare_app", "--host", "127.0.0.1", "--workers", "1"]
     if only_million:
         bare_env = env_for(f"sqlite:///{WORK / 'unused.db'}", WORK / "unused-store")
@@ -296,14 +326,18 @@ def run(duration: float, conns: list[int], postgres: bool, million: bool = True,
         with Server(bare, bare_env, log, "/const") as srv:
             measure("bare FastAPI GET /const (again)", srv, "bare.lua", {}, sorted({1, *conns}), duration, results)
         return _finish(info, results, t_start)
+
     print("setting up SQLite 100K ...", flush=True)
     store100 = WORK / "store-100k"
     db100 = f"sqlite:///{WORK / 'ml100k.db'}"
     info["100k"] = s100 = setup_100k(db100, store100, log)
+    read_env = {"MAX_USER": str(s100["users"]), "MAX_MOVIE": str(s100["movies"]), "SEED": "1"}
+    if only_recording:
+        measure_recording(serve, db100, store100, log, read_env, conns, duration, results)
+        return _finish(info, results, t_start)
     print("setting up SQLite 60k movies ...", flush=True)
     store60 = WORK / "store-60k"
     info["60k"] = s60 = setup_60k(f"sqlite:///{WORK / 'synthetic60k.db'}", store60, log)
-    read_env = {"MAX_USER": str(s100["users"]), "MAX_MOVIE": str(s100["movies"]), "SEED": "1"}
     write_env = {"USER_BASE": "100000", "USER_SPAN": "10000", "MAX_MOVIE": str(s100["movies"]), "SEED": "2"}
 
     with Server(bare, env_for(db100, store100), log, "/const") as srv:
@@ -312,6 +346,7 @@ def run(duration: float, conns: list[int], postgres: bool, million: bool = True,
         measure("GET /predict (100K)", srv, "predict.lua", read_env, conns, duration, results)
         measure("GET /recommend (100K)", srv, "recommend.lua", read_env, conns, duration, results)
         measure("POST /ratings (SQLite)", srv, "ratings.lua", write_env, conns, duration, results)
+    measure_recording(serve, db100, store100, log, read_env, conns, duration, results)
     with Server(serve, env_for(f"sqlite:///{WORK / 'synthetic60k.db'}", store60), log, "/ready") as srv:
         measure("GET /recommend (60k movies)", srv, "recommend.lua",
                 {"MAX_USER": str(s60["users"]), "SEED": "1"}, conns, duration, results)
@@ -379,7 +414,7 @@ def render(info: dict) -> str:
            "(`bench/bare_app.py`), served with the same `uvicorn.run` arguments in the same run; it is measured "
            "first and again last. Latencies in ms. Models: synthetic factors of the right shape (k=64).",
            f"Total run time {info['seconds']:.0f} s.", f"Environment: {info['environment']}.", ""]
-    if "100k" in info:
+    if "60k" in info:
         out.append(f"100K: MovieLens 100K imported from {info['100k']['source']}. 60k: synthetic catalogue of "
                    f"60,000 movies, {info['60k'].get('ratings', '?'):,} ratings by {info['60k']['users']:,} users.")
         out.append("")
@@ -408,6 +443,10 @@ def render(info: dict) -> str:
                             "errors (non-2xx + socket)", "load avg 1 min after"], table), ""]
     out += ["Targets (issue): `/predict` throughput >= 0.70 × bare; `/recommend` p99 < 20 ms on 100K and < 50 ms "
             "on 60k movies; `/recommend` p99 <= 20 ms at 1 connection over 1M movies (issue 17).", ""]
+    recording = recording_summary(res)
+    if recording:
+        out += ["Impression recording (issue 18 target: throughput and p99 within 10 % of recording off):", "",
+                *recording, ""]
     out += [f"- {n}" for n in info["notes"]]
     return "\n".join(out)
 
@@ -418,6 +457,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--connections", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--skip-postgres", action="store_true")
+    ap.add_argument("--only-recording", action="store_true",
+                    help="only GET /recommend with impression recording off and on (and no saved results)")
     ap.add_argument("--skip-million", action="store_true", help="leave out the 1M-movie scenario (several minutes)")
     ap.add_argument("--only-million", action="store_true", help="the bare endpoint and the 1M-movie scenario only")
     ap.add_argument("--million-movies", type=int, default=1_000_000, help="catalogue size of that scenario")
@@ -425,9 +466,12 @@ def main(argv: list[str] | None = None) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
     duration, conns = (3.0, [8]) if args.quick else (args.duration, args.connections)
-    info = run(duration, conns, not args.skip_postgres, million=not args.skip_million, only_million=args.only_million,
-               million_movies=args.million_movies)
+    info = run(duration, conns, not args.skip_postgres, args.only_recording, million=not args.skip_million,
+               only_million=args.only_million, million_movies=args.million_movies)
     text = render(info)
+    if args.only_recording:
+        print(text)
+        return
     C.save_part("serving-million" if args.only_million else "serving", args.quick, text, info)
 
 

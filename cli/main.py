@@ -20,6 +20,7 @@ from .data import data_app
 from .db import db_app
 from .importing import import_app
 from .models import models_app
+from .report import report_app
 
 app = typer.Typer(help="movierec: movie recommendations from latent factors.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -27,6 +28,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(data_app, name="data")
 app.add_typer(import_app, name="import")
 app.add_typer(models_app, name="models")
+app.add_typer(report_app, name="report")
 # The trainer and the API each own their command; both modules are cheap to import
 # (torch and uvicorn are imported inside the commands).
 app.command("train")(train)

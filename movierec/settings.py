@@ -53,6 +53,18 @@ class Settings(BaseSettings):
         description="Catalogues of at least this many movies are ranked through an approximate nearest-neighbour "
         "index (faiss, built when the version is published or loaded); smaller ones are scored exactly.")
     log_level: str = Field("INFO", description="Python logging level.")
+    record_impressions: bool = Field(
+        True, description="Record what /recommend and /movies/{id}/similar showed (for the online metrics).")
+    impressions_retention_days: float = Field(
+        90.0, gt=0, description="Days impressions and their events are kept; older ones are pruned.")
+    impressions_queue_size: int = Field(
+        10_000, ge=1, description="Most impressions waiting to be written; past it new ones are dropped and counted.")
+    impressions_flush_ms: int = Field(
+        200, ge=1, description="Milliseconds between writes of the waiting impressions (one transaction each).")
+    impressions_batch_rows: int = Field(
+        500, ge=1, description="Impressions that trigger a write before the flush interval is up.")
+    hit_window_days: float = Field(
+        7.0, gt=0, description="A rating of a shown movie within this many days of the impression is a hit.")
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ Layout::
         1/  manifest.json  model.safetensors  [report PNGs]
         2/  ...
         CURRENT        # text file holding the serving version; absent means "highest version"
+        CANDIDATE      # JSON {"version", "share", "salt"}: a version serving a hashed share of users
         .lock          # flock taken while publishing, pruning or rolling back
         .tmp-*/        # a version being written; never read, removed when found stale
 
@@ -32,6 +33,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +49,44 @@ from movierec.model_format import (
     validate,
 )
 
-__all__ = ["CURRENT_FILE", "FORMAT_VERSION", "MANIFEST_FILE", "REPORT_FILE_NAME", "WEIGHTS_FILE", "CorruptModelError",
+__all__ = ["CANDIDATE_FILE", "CURRENT_FILE", "Candidate", "FORMAT_VERSION", "MANIFEST_FILE", "REPORT_FILE_NAME", "WEIGHTS_FILE", "CorruptModelError",
            "ModelArtifact", "ModelStore", "StoreError", "sha256_file", "validate"]
 
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "model.safetensors"
 CURRENT_FILE = "CURRENT"
+CANDIDATE_FILE = "CANDIDATE"
 LOCK_FILE = ".lock"
 TMP_PREFIX = ".tmp-"
 #: Report images a version may carry (written by the trainer, served by the API): plain names only.
 REPORT_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.png$")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A version serving a stable share of users beside CURRENT (see :meth:`ModelStore.set_candidate`).
+
+    A user belongs to the candidate's share when the hash of ``salt`` and their id, read as a
+    fraction in [0, 1), is below ``share``: the same users every time, in every process, and a
+    larger share keeps the users of a smaller one (same salt).
+    """
+
+    version: int
+    share: float
+    salt: str
+
+    def serves(self, user_id: int) -> bool:
+        """True if ``user_id`` is in the candidate's share."""
+        return user_fraction(self.salt, user_id) < self.share
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "share": self.share, "salt": self.salt}
+
+
+def user_fraction(salt: str, user_id: int) -> float:
+    """A user's stable position in [0, 1) under ``salt`` (blake2b: fast, same on every platform)."""
+    digest = hashlib.blake2b(f"{salt}:{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
 
 
 def sha256_file(path: Path) -> str:
@@ -103,6 +133,18 @@ class ModelStore:
             if named in versions:
                 return named
         return versions[-1]
+
+    def candidate(self) -> Candidate | None:
+        """The candidate pointer, or None when there is none (or it names a version no longer here,
+        or is unreadable: serving CURRENT to everybody is the safe reading)."""
+        try:
+            data = json.loads((self.root / CANDIDATE_FILE).read_text(encoding="utf-8"))
+            candidate = Candidate(int(data["version"]), float(data["share"]), str(data["salt"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not 0.0 <= candidate.share <= 1.0 or candidate.version not in self.versions():
+            return None
+        return candidate
 
     def version_path(self, version: int) -> Path:
         """Directory of ``version``; refuses anything that would resolve outside the store."""
@@ -268,6 +310,49 @@ class ModelStore:
                 return candidate
             raise StoreError("every earlier version is damaged; nothing to roll back to")
 
+    def set_candidate(self, version: int, share: float, salt: str | None = None) -> Candidate:
+        """Serve ``version`` to a hashed ``share`` of users (0..1) after checking that it loads.
+
+        Without ``salt``, the salt of the current candidate pointer is kept when it names the same
+        version (so growing the share keeps the users already on it), else a new one is drawn.
+        """
+        if not 0.0 <= share <= 1.0:
+            raise StoreError(f"share must be between 0 and 1, got {share}")
+        with self.lock():
+            self.load(version)
+            if version == self.current_version():
+                raise StoreError(f"version {version} is already current; a candidate must be another version")
+            if salt is None:
+                old = self.candidate()
+                salt = old.salt if old is not None and old.version == version else os.urandom(8).hex()
+            candidate = Candidate(version, share, salt)
+            self._write_pointer(CANDIDATE_FILE, json.dumps(candidate.to_dict()) + "\n")
+            return candidate
+
+    def clear_candidate(self) -> Candidate | None:
+        """Remove the candidate pointer (CURRENT serves everybody again); return what it was."""
+        with self.lock():
+            old = self.candidate()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.root / CANDIDATE_FILE)
+                _fsync(self.root)
+            return old
+
+    def promote(self) -> int:
+        """Make the candidate current and remove the pointer; return its version."""
+        with self.lock():
+            candidate = self.candidate()
+            if candidate is None:
+                raise StoreError("there is no candidate to promote; set one with `movierec models candidate N`")
+            self.load(candidate.version)
+            # CURRENT first: a crash in between leaves the new version current and still named as
+            # candidate, which serves it to everybody either way.
+            self._write_current(candidate.version)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.root / CANDIDATE_FILE)
+                _fsync(self.root)
+            return candidate.version
+
     def set_current(self, version: int) -> None:
         """Make ``version`` current after checking that it loads."""
         with self.lock():
@@ -282,8 +367,9 @@ class ModelStore:
     def _prune(self, keep: int) -> list[int]:
         keep = max(1, keep)
         current = self.current_version()
+        candidate = self.candidate()
         versions = self.versions()
-        doomed = [v for v in versions[:-keep] if v != current]
+        doomed = [v for v in versions[:-keep] if v != current and (candidate is None or v != candidate.version)]
         for version in doomed:
             # Rename first so a reader never sees a half-deleted version under its number.
             trash = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.root))
@@ -292,11 +378,14 @@ class ModelStore:
         return doomed
 
     def _write_current(self, version: int) -> None:
-        pointer = self.root / CURRENT_FILE
-        tmp = self.root / f"{TMP_PREFIX}current-{os.getpid()}"
-        tmp.write_text(f"{version}\n")
+        self._write_pointer(CURRENT_FILE, f"{version}\n")
+
+    def _write_pointer(self, name: str, text: str) -> None:
+        # Written aside and renamed over the old one: a reader sees the old pointer or the new one.
+        tmp = self.root / f"{TMP_PREFIX}{name.lower()}-{os.getpid()}"
+        tmp.write_text(text)
         _fsync(tmp)
-        os.replace(tmp, pointer)
+        os.replace(tmp, self.root / name)
         _fsync(self.root)
 
     def _remove_stale_tmp(self) -> None:

@@ -19,6 +19,7 @@ def reload_model(registry: RegistryDep, popularity: PopularityDep) -> dict[str, 
     A damaged version is refused with the reason in ``error``; the old model keeps serving.
     """
     result = registry.reload()
+    registry.poll_candidate()
     registry.refresh_stale()
     popularity.refresh()
     return {"version": result.version, "previous_version": result.previous, "changed": result.changed,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from .. import recommendation, repository
 from ..catalogue import split_genres, wanted_genres
-from ..deps import PopularityDep, RequiredStateDep, SessionDep, SessionsDep, StateDep
+from ..deps import PopularityDep, RecorderDep, RequiredStateDep, SessionDep, SessionsDep, StateDep
+from ..impressions import record_answer
 from ..recommendation import UnknownMovieError
 from ..schemas import BODY_ERRORS, GENRE_HELP, MAX_ID, Digits, MovieDetail, MoviePage, PopularMovies, SimilarMovies
 
@@ -50,14 +51,21 @@ def get_movie(session: SessionDep, state: StateDep, movie_id: MoviePath) -> dict
 @router.get("/movies/{movie_id}/similar", response_model=SimilarMovies,
             responses={404: {"description": "Movie unknown to the database or to the model"},
                        503: {"description": "No model loaded"}})
-def similar_movies(sessions: SessionsDep, state: RequiredStateDep, movie_id: MoviePath, n: N = 10) -> dict[str, object]:
-    """The n movies nearest to this one by cosine similarity of the learned movie factors."""
+def similar_movies(sessions: SessionsDep, state: RequiredStateDep, recorder: RecorderDep, response: Response,
+                   movie_id: MoviePath, n: N = 10) -> dict[str, object]:
+    """The n movies nearest to this one by cosine similarity of the learned movie factors.
+
+    Served by CURRENT (no user to split on) and recorded under ``request_id`` like /recommend.
+    """
     try:
         result = recommendation.similar(state, sessions, movie_id, n)
     except UnknownMovieError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    stamp = record_answer(recorder, response.headers, user_id=None, model_version=result.model_version,
+                          source="model", endpoint="similar", movie_ids=[i.movie_id for i in result.items],
+                          role="current")
     return {"movie_id": result.movie_id, "model_version": result.model_version,
-            "items": [item.as_dict() for item in result.items]}
+            "items": [item.as_dict() for item in result.items], **stamp}
 
 
 @router.get("/popular", response_model=PopularMovies)

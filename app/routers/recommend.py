@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from .. import recommendation, repository
-from ..deps import MetricsDep, PopularityDep, SessionDep, StateDep
+from ..deps import MetricsDep, PopularityDep, RecorderDep, SessionDep, UserServingDep
+from ..impressions import record_answer
 from ..recommendation import Filters
 from ..schemas import BODY_ERRORS, GENRE_HELP, MAX_ID, Digits, Recommendation
 
@@ -33,9 +34,11 @@ def parse_ids(values: list[str], name: str) -> set[int]:
             responses={422: {"description": "Invalid parameters"}, 503: {"description": "Database unavailable"}})
 def recommend(
     session: SessionDep,
-    state: StateDep,
+    serving: UserServingDep,
     popularity: PopularityDep,
     metrics: MetricsDep,
+    recorder: RecorderDep,
+    response: Response,
     user_id: Annotated[Digits, Query(gt=0, le=MAX_ID, description="User id", examples=[196])],
     n: Annotated[Digits, Query(ge=1, le=100, description="Number of movies")] = 10,
     genre: Annotated[str | None, Query(max_length=64, description=GENRE_HELP, examples=["Comedy"])] = None,
@@ -47,11 +50,20 @@ def recommend(
     Ranked by the model's embeddings (``u·m + rank_bias``). Users unknown to the model or who
     rated since it was trained are folded in from their current ratings (no retrain needed);
     users with no ratings get the most popular movies with ``personalized: false``.
+
+    Each answer has a ``request_id`` (also in ``X-Request-ID``) under which it is recorded for the
+    online metrics, and says which version served it (``model_version``, ``served_by``: ``current``,
+    or ``candidate`` for the users of a candidate version's share; headers ``X-Model-Version``,
+    ``X-Model-Role``).
     """
     filters = Filters(genre=genre, min_year=min_year, exclude=parse_ids(exclude, "exclude"))
     # One indexed query: what to exclude, and whether the trained factors are still current.
     ratings = repository.user_ratings(session, user_id)
     session.close()  # hand the connection back before the numpy work
+    state, role = serving
     result = recommendation.recommend(state, popularity, user_id, ratings, n, filters, metrics)
+    stamp = record_answer(recorder, response.headers, user_id=user_id, model_version=result.model_version,
+                          source=result.source, endpoint="recommend", movie_ids=[i.movie_id for i in result.items],
+                          role=role)
     return {"user_id": result.user_id, "model_version": result.model_version, "personalized": result.personalized,
-            "source": result.source, "items": [item.as_dict() for item in result.items]}
+            "source": result.source, "items": [item.as_dict() for item in result.items], **stamp}

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import BigInteger, CheckConstraint, Float, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: Constraint names are fixed so that migrations look the same on every backend.
@@ -71,6 +83,69 @@ class Rating(Base):
         Index("ix_ratings_movie_id", "movie_id"),
         # The trainer's data snapshot (max rated_at) and per-user time splits.
         Index("ix_ratings_rated_at", "rated_at"),
+    )
+
+
+#: Request ids are uuid4 in hex (32 characters); the column leaves room for a client's own.
+REQUEST_ID_LENGTH = 64
+#: What an impression records as its endpoint and source, and the kinds of events.
+IMPRESSION_ENDPOINTS = ("recommend", "similar")
+IMPRESSION_SOURCES = ("model", "fold_in", "popularity")
+EVENT_KINDS = ("click", "view")
+
+
+class Impression(Base):
+    """One answer of ``/recommend`` or ``/movies/{id}/similar``: who asked, which version answered.
+
+    ``created_at`` is Unix seconds like ``ratings.rated_at``, so the hit window is one comparison
+    of two integers on both backends. ``user_id`` is NULL for ``similar`` (no user asked).
+    """
+
+    __tablename__ = "impressions"
+
+    request_id: Mapped[str] = mapped_column(String(REQUEST_ID_LENGTH), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    model_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source: Mapped[str] = mapped_column(String(16))
+    endpoint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        # The online report scans a period per version; outcomes look impressions up by user.
+        Index("ix_impressions_created_at", "created_at"),
+        Index("ix_impressions_user_id_created_at", "user_id", "created_at"),
+    )
+
+
+class ImpressionItem(Base):
+    """A movie shown in an impression, at ``position`` (0 = first)."""
+
+    __tablename__ = "impression_items"
+
+    request_id: Mapped[str] = mapped_column(
+        String(REQUEST_ID_LENGTH), ForeignKey("impressions.request_id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    movie_id: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_impression_items_movie_id", "movie_id"),)
+
+
+class Event(Base):
+    """A click or view of a movie shown in an impression; one per (request, movie, kind)."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(
+        String(REQUEST_ID_LENGTH), ForeignKey("impressions.request_id", ondelete="CASCADE"))
+    movie_id: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        # A repeated event is the same event: the unique key makes a retry harmless.
+        UniqueConstraint("request_id", "movie_id", "kind", name="uq_events_request_movie_kind"),
+        Index("ix_events_occurred_at", "occurred_at"),
     )
 
 

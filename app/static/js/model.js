@@ -1,5 +1,6 @@
 // The model page: version, held-out metrics beside the baselines, and the trainer's report PNGs.
 import { api, ApiError } from "./api.js";
+import { initOnline } from "./online.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -196,6 +197,7 @@ async function init() {
       ? "No model is being served yet. Train one with `movierec train` (or `make run`)."
       : `Could not load the model: ${err.message || err}`);
   }
+  await initOnline();
   document.documentElement.dataset.ready = "true";
 }
 

@@ -1,0 +1,208 @@
+"""Recording what the service showed: impressions, written off the request path in batches.
+
+A request hands its answer to :meth:`ImpressionRecorder.record` (an append under a lock, no I/O)
+and gets a request id back. A background thread writes what is waiting every
+``MOVIEREC_IMPRESSIONS_FLUSH_MS`` milliseconds, or sooner once ``MOVIEREC_IMPRESSIONS_BATCH_ROWS``
+impressions wait, in one transaction per batch. The queue is bounded
+(``MOVIEREC_IMPRESSIONS_QUEUE_SIZE``): when the writer falls behind, new impressions are dropped and
+counted, so memory never grows without limit; when the database fails, the batch is dropped and
+counted (``movierec_impressions_dropped_total{reason="database"}``). Neither ever fails a request:
+recommendations matter more than their bookkeeping. The same thread deletes impressions older than
+``MOVIEREC_IMPRESSIONS_RETENTION_DAYS`` (with their items and events) once an hour.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from movierec.db.schema import Event, Impression, ImpressionItem
+
+from .metrics import Metrics
+from .repository import write_transaction
+
+log = logging.getLogger(__name__)
+
+#: Seconds between retention prunes (the first one runs soon after start-up).
+PRUNE_INTERVAL_S = 3600.0
+#: Rows deleted per prune statement, so one prune never holds a long lock on a big table.
+PRUNE_CHUNK = 5000
+
+
+def new_request_id() -> str:
+    """A fresh request id: a random uuid4 in hex (unguessable, so events cannot be forged for others)."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """One answer as recorded: who asked, which version and source answered, the movies in order."""
+
+    request_id: str
+    user_id: int | None
+    model_version: int | None
+    source: str
+    endpoint: str
+    created_at: int
+    movie_ids: tuple[int, ...]
+
+
+class ImpressionRecorder:
+    """A bounded in-process queue of impressions and the thread that writes it to the database."""
+
+    def __init__(self, sessions: sessionmaker[Session], metrics: Metrics, *, enabled: bool = True,
+                 queue_size: int = 10_000, flush_s: float = 0.2, batch_rows: int = 500,
+                 retention_s: float = 90 * 86400.0) -> None:
+        self.enabled = enabled
+        self._sessions = sessions
+        self._metrics = metrics
+        self._queue_size = queue_size
+        self._flush_s = flush_s
+        self._batch_rows = batch_rows
+        self._retention_s = retention_s
+        self._pending: deque[Shown] = deque()
+        self._lock = threading.Lock()  # guards _pending
+        self._write_lock = threading.Lock()  # one batch written at a time (thread and explicit flushes)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_prune = 0.0
+
+    # -- the request side ------------------------------------------------------------------------
+
+    def record(self, shown: Shown) -> None:
+        """Queue ``shown`` for writing; drops it (counted) when recording is off or the queue is full."""
+        if not self.enabled:
+            return
+        with self._lock:
+            if len(self._pending) >= self._queue_size:
+                full = True
+            else:
+                full = False
+                self._pending.append(shown)
+                size = len(self._pending)
+        if full:
+            self._metrics.impressions_dropped.labels("queue_full").inc()
+            return
+        if size >= self._batch_rows:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """How many impressions wait to be written."""
+        return len(self._pending)
+
+    # -- the writer ------------------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write everything waiting now, in batches of at most ``batch_rows``; return how many were written.
+
+        A batch whose write fails is dropped and counted: retrying would hold the queue full
+        through an outage and delay every later impression behind it.
+        """
+        written = 0
+        with self._write_lock:
+            while True:
+                with self._lock:
+                    count = min(len(self._pending), self._batch_rows)
+                    batch = [self._pending.popleft() for _ in range(count)]
+                self._metrics.impressions_pending.set(len(self._pending))
+                if not batch:
+                    return written
+                try:
+                    self._write(batch)
+                except Exception as exc:  # noqa: BLE001 - an outage must not stop the writer
+                    self._metrics.impressions_dropped.labels("database").inc(len(batch))
+                    log.warning("dropped %d impressions: the database write failed: %s", len(batch), exc)
+                    continue
+                self._metrics.impressions_recorded.inc(len(batch))
+                written += len(batch)
+
+    def _write(self, batch: list[Shown]) -> None:
+        # Plain tuples through the driver's executemany: SQLAlchemy's per-row parameter processing
+        # cost 2.5 x the CPU of the insert itself (97 against 38 us per impression of 10 movies on
+        # SQLite, CPU time), and this runs beside the requests on the same cores.
+        impressions = [(s.request_id, s.user_id, s.model_version, s.source, s.endpoint, s.created_at) for s in batch]
+        items = [(s.request_id, position, movie) for s in batch for position, movie in enumerate(s.movie_ids)]
+        with self._sessions() as session, write_transaction(session):
+            connection = session.connection()
+            mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+            connection.exec_driver_sql(
+                "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at) "
+                f"VALUES ({', '.join([mark] * 6)})", impressions)
+            if items:
+                connection.exec_driver_sql(
+                    f"INSERT INTO impression_items (request_id, position, movie_id) VALUES ({mark}, {mark}, {mark})",
+                    items)
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete impressions older than the retention period, with their items and events."""
+        cutoff = int((time.time() if now is None else now) - self._retention_s)
+        deleted = 0
+        while True:
+            with self._sessions() as session, write_transaction(session):
+                ids = list(session.execute(
+                    select(Impression.request_id).where(Impression.created_at < cutoff).limit(PRUNE_CHUNK)).scalars())
+                if not ids:
+                    break
+                # Children first: SQLite enforces ON DELETE CASCADE only with foreign keys on.
+                session.execute(delete(Event).where(Event.request_id.in_(ids)))
+                session.execute(delete(ImpressionItem).where(ImpressionItem.request_id.in_(ids)))
+                session.execute(delete(Impression).where(Impression.request_id.in_(ids)))
+            deleted += len(ids)
+        if deleted:
+            self._metrics.impressions_pruned.inc(deleted)
+            log.info("pruned %d impressions older than %d", deleted, cutoff)
+        return deleted
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._flush_s)
+            self._wake.clear()
+            self.flush()
+            if time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + PRUNE_INTERVAL_S
+                try:
+                    self.prune()
+                except Exception as exc:  # noqa: BLE001 - retried at the next interval
+                    log.warning("impression pruning failed: %s", exc)
+        self.flush()
+
+    def start(self) -> None:
+        """Start the writer thread (nothing to do when recording is off)."""
+        if self.enabled and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the writer after a last flush of what is waiting."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+
+def record_answer(recorder: ImpressionRecorder, headers: MutableMapping[str, str], *, user_id: int | None,
+                  model_version: int | None, source: str, endpoint: str, movie_ids: list[int],
+                  role: str) -> dict[str, object]:
+    """Give an answer its request id, queue it for recording, and say who served it.
+
+    Sets ``X-Request-ID``, ``X-Model-Version`` and ``X-Model-Role`` in ``headers`` and returns the
+    body fields ``request_id`` and ``served_by`` (``current`` or ``candidate``).
+    """
+    request_id = new_request_id()
+    recorder.record(Shown(request_id, user_id, model_version, source, endpoint, int(time.time()), tuple(movie_ids)))
+    headers["X-Request-ID"] = request_id
+    if model_version is not None:
+        headers["X-Model-Version"] = str(model_version)
+    headers["X-Model-Role"] = role
+    return {"request_id": request_id, "served_by": role}
