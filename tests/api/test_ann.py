@@ -194,3 +194,24 @@ def test_a_damaged_or_mismatched_index_is_refused_and_the_old_version_keeps_serv
     after = client.get("/recommend", params={"user_id": 3, "n": 5}).json()
     assert after["model_version"] == 1 and after["items"] == before["items"]
     assert client.get("/ready").status_code == 200
+
+
+def test_a_search_runs_on_one_openmp_thread_in_whatever_thread_asks(tmp_path: Path) -> None:
+    """The OpenMP thread count is per thread: a request thread left at the default forks a team of
+    spinning workers per search (5x slower than exact scoring on a busy 2-core machine)."""
+    import threading
+
+    import faiss
+
+    model, indexes = _model(tmp_path, 300, 4, seed=2)
+    ranker = AnnRanker(model, indexes, exact_row_cost=math.inf)
+    seen: list[int] = []
+
+    def request() -> None:
+        ranker.top_for_user(model.trained_user(0), 5, np.ones(300, dtype=bool))
+        seen.append(faiss.omp_get_max_threads())
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    thread.join()
+    assert seen == [1]
