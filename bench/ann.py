@@ -52,9 +52,10 @@ def _pct(times: list[float]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def _timed(fn: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, float]:
+def _timed(fn: Callable[..., tuple[np.ndarray, np.ndarray]], *args: object) -> tuple[np.ndarray, float]:
+    """The rows ``fn(*args)`` returns and the seconds it took."""
     t0 = time.perf_counter()
-    rows, _ = fn()
+    rows, _ = fn(*args)
     return rows, time.perf_counter() - t0
 
 
@@ -81,7 +82,6 @@ def product(movies: int, users: int, queries: int, structure: str) -> dict:
     version = ModelStore(store_dir).publish(
         tensors, manifest, extra_files=lambda d: ann_index.write_for_version(d, tensors, "dot", threads=os.cpu_count()))
     publish_s = time.perf_counter() - t0
-    del tensors
     memory = _memory(store_dir, version)  # in a fresh process: this one has held and freed the build's arrays
     artifact = ModelStore(store_dir).load(version)
     model = LoadedModel(artifact)
@@ -106,8 +106,8 @@ def product(movies: int, users: int, queries: int, structure: str) -> dict:
             user = UserVector(fresh[i], 0.0, "fold_in")
             allowed = base(i).copy()
             allowed[rng.choice(movies, RATED, replace=False)] = False
-            got, t_ann = _timed(lambda: ranker.top_for_user(user, 10, allowed.copy()))
-            want, t_exact = _timed(lambda: model.top_for_user(user, 10, allowed.copy()))
+            got, t_ann = _timed(ranker.top_for_user, user, 10, allowed.copy())
+            want, t_exact = _timed(model.top_for_user, user, 10, allowed.copy())
             assert allowed[got].all() and got.size == min(10, int(allowed.sum()))
             hits += len(set(got.tolist()) & set(want.tolist()))
             ann_t.append(t_ann)
@@ -115,8 +115,8 @@ def product(movies: int, users: int, queries: int, structure: str) -> dict:
         rows_out.append(_row(name, hits / (10 * queries), exact_t, ann_t))
     hits, ann_t, exact_t = 0, [], []
     for row in rng.choice(movies, queries, replace=False).tolist():
-        got, t_ann = _timed(lambda: ranker.similar(row, 10, everything.copy()))
-        want, t_exact = _timed(lambda: model.similar(row, 10, everything.copy()))
+        got, t_ann = _timed(ranker.similar, row, 10, everything.copy())
+        want, t_exact = _timed(model.similar, row, 10, everything.copy())
         hits += len(set(got.tolist()) & set(want.tolist()))
         ann_t.append(t_ann)
         exact_t.append(t_exact)
@@ -253,7 +253,8 @@ def render(info: dict) -> str:
         idx = ", ".join(f"{n}: nprobe {v['nprobe']} of {p['nlist']} lists (sample recall {v['recall_at_10']:.3f})"
                         for n, v in p["indexes"].items())
         out += [f"## {p['movies']:,} movies, k={K}, `{p['structure']}` factors", "",
-                f"Build (both indexes, tuning included) {p['build_s']:.1f} s within a publish of {p['publish_s']:.1f} s; "
+                f"Build (both indexes, tuning included) {p['build_s']:.1f} s within a publish of "
+                f"{p['publish_s']:.1f} s; "
                 f"verification on load {p['verify_s']:.1f} s; index files {p['index_mb']:.0f} MB, process memory "
                 f"+{p['index_rss_mb']:.0f} MB for the indexes (the model itself +{p['model_rss_mb']:.0f} MB). {idx}. "
                 f"Load average at the end {p['load_avg_1m']:.1f}.", "",

@@ -117,7 +117,8 @@ def factor_model(n_movies: int, n_users: int, k: int = 64, seed: int = SEED,
     else:
         raise ValueError(f"unknown structure {structure!r}")
     movie_bias = rng.normal(0, 0.1, n_movies).astype(np.float32)
-    return {"user_ids": np.arange(1, n_users + 1, dtype=np.int64), "movie_ids": np.arange(1, n_movies + 1, dtype=np.int64),
+    return {"user_ids": np.arange(1, n_users + 1, dtype=np.int64),
+            "movie_ids": np.arange(1, n_movies + 1, dtype=np.int64),
             "user_factors": user, "movie_factors": movie, "user_bias": rng.normal(0, 0.1, n_users).astype(np.float32),
             "movie_bias": movie_bias, "rank_bias": movie_bias.copy()}
 
