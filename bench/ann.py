@@ -1,6 +1,7 @@
 """The ANN index at a million movies: exact scoring and the index side by side, in one run.
 
 usage: python -m bench.ann [--movies 1000000] [--structure trained iid] [--compare faiss hnswlib usearch] [--quick]
+       [--out ann]
 
 For each synthetic model (bench/synthetic.py ``factor_model``: ``trained`` has the spectrum of a
 model trained on MovieLens 100K, ``iid`` has no structure at all), k=64:
@@ -282,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compare", nargs="*", choices=["faiss", "hnswlib", "usearch"], default=[],
                     help="also compare these libraries (hnswlib and usearch: pip install hnswlib usearch)")
     ap.add_argument("--quick", action="store_true", help="50,000 movies, 100 queries")
+    ap.add_argument("--out", default="ann", help="results as bench/results/OUT.md and OUT.json")
     args = ap.parse_args(argv)
     if args.quick:
         args.movies, args.queries, args.users = 50_000, 100, 2_000
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         info["compare"] = compare(args.movies, args.queries, args.compare)
     info["environment"] = C.environment()
     info["seconds"] = time.perf_counter() - t0
-    C.save_part("ann", args.quick, render(info), info)
+    C.save_part(args.out, args.quick, render(info), info)
 
 
 if __name__ == "__main__":
