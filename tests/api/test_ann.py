@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from app.ann import AnnRanker
+from app.ann import EXACT_ROW_COST, AnnRanker
 from app.scoring import LoadedModel, UserVector
 from movierec import ann_index
 from movierec.store import ModelStore
@@ -67,7 +67,7 @@ def test_filtered_answers_match_exact_scoring(tmp_path_factory: pytest.TempPathF
         assert entry is not None
         entry.nprobe = {"tuned": entry.nprobe, "all": entry.nlist}.get(nprobe, nprobe)  # type: ignore[call-overload]
     # force_index: the index path whatever the filter (no exact scoring of a selective filter's rows).
-    ranker = AnnRanker(model, indexes, exact_row_cost=math.inf if force_index else 2.0)
+    ranker = AnnRanker(model, indexes, exact_row_cost=math.inf if force_index else EXACT_ROW_COST)
     rng = np.random.default_rng(seed)
     allowed = rng.random(m) < density
     probe_all = nprobe == "all"
