@@ -7,10 +7,49 @@ from typing import Annotated
 import typer
 
 
+#: Most workers picked by default: past this, more processes mostly add memory and connections.
+MAX_DEFAULT_WORKERS = 8
+#: Most workers picked by default with PostgreSQL: each worker's pool may open 40 connections
+#: (app.main: the thread pool's 40 threads), and PostgreSQL allows 100 by default.
+MAX_DEFAULT_WORKERS_POSTGRES = 2
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on: its affinity mask, bounded by a cgroup v2 CPU quota (containers)."""
+    import math
+    import os
+    from pathlib import Path
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def default_workers(database_url: str, cpus: int | None = None) -> int:
+    """The worker count ``movierec serve`` picks when none is given (the rule in docs/configuration.md).
+
+    One per usable core: requests are CPU work (numpy, JSON) under one GIL per process, and the
+    workers share the model's pages, so a worker costs its own interpreter and catalogue only.
+    """
+    count = min(cpus if cpus is not None else usable_cpus(), MAX_DEFAULT_WORKERS)
+    if database_url.startswith("postgresql"):
+        count = min(count, MAX_DEFAULT_WORKERS_POSTGRES)
+    return max(1, count)
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 to listen on all).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each loads the model).")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        min=1, show_default=False,
+        help="Worker processes. Default: MOVIEREC_WORKERS, or when that is 0 (its default) one per usable CPU "
+             "core, at most 8, and at most 2 with PostgreSQL (each worker may hold 40 database connections; "
+             "PostgreSQL allows 100 by default). The workers share the model (a read-only memory map).")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
 ) -> None:
     """Serve the HTTP API (configured by MOVIEREC_* environment variables)."""
@@ -27,6 +66,7 @@ def serve(
     from movierec.settings import get_settings
 
     settings = get_settings()
+    workers = workers or settings.workers or default_workers(settings.database_url)
     # Slow clients: header and body read timeouts are enforced by the protocol class (uvicorn has
     # none); idle keep-alive connections and the concurrency limit are uvicorn's own settings.
     uvicorn.run(

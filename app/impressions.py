@@ -14,9 +14,9 @@ recommendations matter more than their bookkeeping. The same thread deletes impr
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -38,8 +38,27 @@ PRUNE_CHUNK = 5000
 
 
 def new_request_id() -> str:
-    """A fresh request id: a random uuid4 in hex (unguessable, so events cannot be forged for others)."""
-    return uuid.uuid4().hex
+    """A fresh request id: 32 hex digits, the time in milliseconds then 80 random bits.
+
+    Time first, so the impressions' primary key grows at its end (a random uuid4 scattered each
+    batch over the whole index: 4 x the writer's CPU per impression on SQLite); 80 random bits
+    keep ids unguessable, so events cannot be forged for other people's answers.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+#: The recorder's inserts in each driver's placeholder style (sqlite3: ``?``; psycopg: ``%s``),
+#: written out in full so that no SQL is assembled at run time.
+_INSERT_IMPRESSIONS = {
+    "qmark": "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at) "
+             "VALUES (?, ?, ?, ?, ?, ?)",
+    "format": "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at) "
+              "VALUES (%s, %s, %s, %s, %s, %s)",
+}
+_INSERT_ITEMS = {
+    "qmark": "INSERT INTO impression_items (request_id, position, movie_id) VALUES (?, ?, ?)",
+    "format": "INSERT INTO impression_items (request_id, position, movie_id) VALUES (%s, %s, %s)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +153,10 @@ class ImpressionRecorder:
         items = [(s.request_id, position, movie) for s in batch for position, movie in enumerate(s.movie_ids)]
         with self._sessions() as session, write_transaction(session):
             connection = session.connection()
-            mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-            connection.exec_driver_sql(
-                "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at) "
-                f"VALUES ({', '.join([mark] * 6)})", impressions)
+            style = "qmark" if connection.dialect.paramstyle == "qmark" else "format"
+            connection.exec_driver_sql(_INSERT_IMPRESSIONS[style], impressions)
             if items:
-                connection.exec_driver_sql(
-                    f"INSERT INTO impression_items (request_id, position, movie_id) VALUES ({mark}, {mark}, {mark})",
-                    items)
+                connection.exec_driver_sql(_INSERT_ITEMS[style], items)
 
     def prune(self, now: float | None = None) -> int:
         """Delete impressions older than the retention period, with their items and events."""

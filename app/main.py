@@ -42,6 +42,7 @@ from .model_registry import ModelRegistry
 from .popularity import Popularity
 from .routers import admin, movies, online, ops, predict, ratings, recommend
 from .schemas import BODY_ERRORS
+from .user_reads import UserRatingsReader
 
 log = logging.getLogger("app")
 
@@ -84,6 +85,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     popularity = Popularity(sessions)
     app.state.engine, app.state.sessions = engine, sessions
     app.state.registry, app.state.popularity = registry, popularity
+    app.state.user_reads = UserRatingsReader(engine)
     recorder = ImpressionRecorder(
         sessions, app.state.metrics, enabled=settings.record_impressions, queue_size=settings.impressions_queue_size,
         flush_s=settings.impressions_flush_ms / 1000, batch_rows=settings.impressions_batch_rows,
@@ -106,6 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await run_in_threadpool(recorder.stop)  # writes what is waiting
+        app.state.user_reads.close()
         engine.dispose()
 
 

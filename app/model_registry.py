@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import calendar
 import contextlib
-import gc
 import logging
 import threading
 import time
@@ -35,7 +34,8 @@ from movierec.store import MANIFEST_FILE, WEIGHTS_FILE, Candidate, CorruptModelE
 
 from . import repository
 from .ann import AnnRanker, ranker_for
-from .catalogue import Catalogue, ModelCatalogue
+from .catalogue import ModelCatalogue
+from .memory import release_free_memory
 from .metrics import Metrics
 from .scoring import LoadedModel
 
@@ -174,12 +174,13 @@ class ModelRegistry:
         if pointer is None:
             if loaded is not None:
                 log.info("candidate version %s no longer served", loaded.pointer.version)
-            self.candidate, self.candidate_error = None, None
+            self._set_candidate(None)
+            self.candidate_error = None
             return
         if loaded is not None and loaded.pointer == pointer:
             return
         if loaded is not None and loaded.pointer.version == pointer.version:
-            self.candidate = CandidateState(pointer, loaded.state)  # new share or salt only
+            self._set_candidate(CandidateState(pointer, loaded.state))  # new share or salt only
             return
         if self._refused.get(pointer.version) == self._signature(pointer.version):
             return
@@ -193,9 +194,15 @@ class ModelRegistry:
             log.error("%s; keeping candidate %s", self.candidate_error,
                       loaded.pointer.version if loaded is not None else None)
             return
-        self.candidate, self.candidate_error = CandidateState(pointer, state), None
+        self._set_candidate(CandidateState(pointer, state))
+        self.candidate_error = None
         self._metrics.reloads.labels("success").inc()
         log.info("candidate version %s serves %.1f %% of users", pointer.version, 100 * pointer.share)
+
+    def _set_candidate(self, candidate: CandidateState | None) -> None:
+        self.candidate = candidate  # one reference: a request sees the old candidate or the new one
+        self._metrics.candidate_version.set(candidate.pointer.version if candidate is not None else 0)
+        self._metrics.candidate_share.set(candidate.pointer.share if candidate is not None else 0)
 
     def _load_state(self, version: int) -> ServingState:
         """Load, validate and prepare ``version`` on the side (the served state is untouched).
@@ -207,18 +214,12 @@ class ModelRegistry:
             self._scan_stale(candidate.state)
             return candidate.state
         artifact = self.store.load(version)
-        with self._sessions() as session:
-            catalogue = Catalogue.from_rows(repository.all_movies(session))
         model = LoadedModel(artifact)
         ann = ranker_for(artifact, model, self.ann_min_movies)  # CorruptModelError for a bad index
-        state = ServingState(model, catalogue.aligned_to(model.movie_ids), ann=ann)
+        with self._sessions() as session:
+            catalogue = ModelCatalogue.from_chunks(repository.movie_chunks(session), model.movie_ids)
+        state = ServingState(model, catalogue, ann=ann)
         self._scan_stale(state)
-        # The catalogue of a million movies is a million lists (genres) that live as long as the
-        # version: each full collection of the cyclic GC walked them all, 1-2 s on a busy 2-core
-        # machine, inside whichever request triggered it (bench/serving.py's 1M rows: p99 ~1 s at
-        # p50 11 ms). Frozen objects are skipped by the collector and still freed by reference
-        # counting when the version is dropped.
-        gc.freeze()
         return state
 
     def reload(self, version: int | None = None, force: bool = False) -> ReloadResult:
@@ -269,6 +270,7 @@ class ModelRegistry:
                 return self._failed(version, previous, f"model version {version} not loaded: {what} (see the log)",
                                     corrupt=False)
             self.state = state  # the one atomic swap
+            release_free_memory()  # the catalogue build's temporaries (and the old version, once unused)
             self._refused.pop(version, None)
             self.last_error = None
             self._metrics.reloads.labels("success").inc()

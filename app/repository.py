@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import Select, delete, func, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session
 
 from movierec.db.schema import Movie, Rating
@@ -53,6 +54,25 @@ def user_ratings(session: Session, user_id: int) -> UserRatings:
         select(Rating.movie_id, Rating.rating, Rating.rated_at).where(Rating.user_id == user_id)
     ).all()
     return UserRatings.from_rows([tuple(r) for r in rows])
+
+
+#: The one query of GET /recommend's hot path, in each driver's parameter style.
+_USER_RATINGS_SQL = {"qmark": "SELECT movie_id, rating, rated_at FROM ratings WHERE user_id = ?",
+                     "format": "SELECT movie_id, rating, rated_at FROM ratings WHERE user_id = %s",
+                     "pyformat": "SELECT movie_id, rating, rated_at FROM ratings WHERE user_id = %s"}
+
+
+def user_ratings_raw(connection: DBAPIConnection, paramstyle: str, user_id: int) -> UserRatings:
+    """:func:`user_ratings` on a driver connection: the same rows without SQLAlchemy's statement
+    compilation, result wrapping and session (most of the time of a /recommend on MovieLens 100K,
+    see docs/benchmarks.md). Driver errors are raised as they are; see :mod:`app.user_reads`."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(_USER_RATINGS_SQL[paramstyle], (user_id,))
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    return UserRatings.from_rows(rows)
 
 
 def many_user_ratings(session: Session, user_ids: Sequence[int]) -> dict[int, UserRatings]:
@@ -179,9 +199,13 @@ def movie_rating_stats(session: Session, movie_id: int) -> tuple[int, float | No
     return int(count), (float(mean) if mean is not None else None)
 
 
-def all_movies(session: Session) -> list[tuple[int, str, int | None, str]]:
-    """The whole catalogue (loaded once per model version to align metadata with model rows)."""
-    return [tuple(r) for r in session.execute(select(Movie.id, Movie.title, Movie.year, Movie.genres))]  # type: ignore[misc]
+def movie_chunks(session: Session, rows_per_chunk: int = 10_000) -> Iterator[list[tuple[int, str, int | None, str]]]:
+    """The whole catalogue in id order, ``(id, title, year, genres)`` rows in chunks: streamed, so a
+    million movies never sit in memory as one list (loaded once per model version)."""
+    result = session.execute(select(Movie.id, Movie.title, Movie.year, Movie.genres).order_by(Movie.id)
+                             .execution_options(yield_per=rows_per_chunk))
+    for part in result.partitions():
+        yield [tuple(r) for r in part]  # type: ignore[misc]
 
 
 def popularity_stats(session: Session) -> list[tuple[int, str, int | None, str, int, float]]:
@@ -206,7 +230,7 @@ def users_rated_after(session: Session, after: int) -> list[tuple[int, int]]:
 
 
 __all__ = [
-    "UserRatings", "all_movies", "delete_rating", "existing_movie_ids", "get_movie",
-    "list_user_ratings", "many_user_ratings", "movie_rating_stats", "ping", "popularity_stats", "search_movies",
-    "upsert_ratings", "write_transaction", "user_ratings", "users_rated_after",
+    "UserRatings", "delete_rating", "existing_movie_ids", "get_movie",
+    "list_user_ratings", "many_user_ratings", "movie_chunks", "movie_rating_stats", "ping", "popularity_stats", "search_movies",
+    "upsert_ratings", "write_transaction", "user_ratings", "user_ratings_raw", "users_rated_after",
 ]

@@ -17,7 +17,15 @@ name               shape / dtype   meaning
 ``rank_bias``      (m,) float32    optional: movie term of the ranking score (see below)
 ``mlp.N.weight``   (out, in)       ``nn`` models only: linear layer N (torch layout)
 ``mlp.N.bias``     (out,)          ``nn`` models only
+``movie_norm``     (m,) float32    derived: L2 norm of each ``movie_factors`` row (cosine similarity)
+``movie_h1``       (m, h) float32  derived, ``nn`` only: ``movie_factors @ mlp.0.weight[:, k:].T``,
+                                   the movie half of the first layer (h = its outputs)
 =================  ==============  ==========================================================
+
+Derived tensors are functions of the others, written by :meth:`movierec.store.ModelStore.publish`
+(:func:`derive`) so that a server maps them from the file like the rest (every worker of a host
+shares the same pages) instead of computing a private copy; versions published without them get
+them computed when loaded (:func:`normalize`).
 
 Semantics (``manifest["y_range"] = [lo, hi]``, ``manifest["global_bias"] = g``, sigmoid ``s``):
 
@@ -48,6 +56,10 @@ import numpy as np
 FORMAT_VERSION = 1
 MODEL_KINDS = ("dot", "nn")
 REQUIRED_TENSORS = ("user_ids", "movie_ids", "user_factors", "movie_factors", "user_bias", "movie_bias")
+DERIVED_TENSORS = ("movie_norm", "movie_h1")
+#: Rows per block when a derived tensor or a check walks the movies: bounds the temporary memory
+#: (a 1M-movie model is checked in 64k-row steps, not with a catalogue-sized temporary).
+BLOCK_ROWS = 65_536
 REQUIRED_MANIFEST_KEYS = ("format_version", "version", "kind", "factors", "y_range", "rating_scale", "global_bias",
                           "counts", "weights_sha256")
 
@@ -106,7 +118,43 @@ def normalize(manifest: Mapping[str, Any],
             rank_bias = np.zeros(len(tensors["movie_ids"]), dtype=np.float32)
             rank_bias.setflags(write=False)
             tensors["rank_bias"] = rank_bias
+    for name, array in derive(manifest, tensors).items():
+        array.setflags(write=False)
+        tensors[name] = array
     return manifest, tensors
+
+
+def first_layer_index(tensors: Mapping[str, np.ndarray]) -> int | None:
+    """N of the first ``mlp.N`` layer (``nn`` models), None without layers."""
+    indices = {int(name.split(".")[1]) for name in tensors if name.startswith("mlp.") and name.endswith(".weight")}
+    return min(indices) if indices else None
+
+
+def derive(manifest: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The derived tensors ``tensors`` lacks (see the table above), computed block by block."""
+    movies = tensors["movie_factors"]
+    out: dict[str, np.ndarray] = {}
+    if "movie_norm" not in tensors:
+        norm = np.empty(len(movies), dtype=np.float32)
+        for start in range(0, len(movies), BLOCK_ROWS):
+            block = movies[start:start + BLOCK_ROWS]
+            norm[start:start + BLOCK_ROWS] = np.sqrt(np.einsum("ij,ij->i", block, block))
+        out["movie_norm"] = norm
+    first = first_layer_index(tensors)
+    if manifest["kind"] == "nn" and first is not None and "movie_h1" not in tensors:
+        k = movies.shape[1]
+        w_movie = np.ascontiguousarray(np.asarray(tensors[f"mlp.{first}.weight"], dtype=np.float32)[:, k:].T)
+        h1 = np.empty((len(movies), w_movie.shape[1]), dtype=np.float32)
+        for start in range(0, len(movies), BLOCK_ROWS):
+            np.matmul(movies[start:start + BLOCK_ROWS], w_movie, out=h1[start:start + BLOCK_ROWS])
+        out["movie_h1"] = h1
+    return out
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """True when no element of ``array`` is NaN or infinite (checked in blocks: no array-sized temporary)."""
+    rows = array.reshape(len(array), -1) if array.ndim > 1 else array.reshape(-1, 1)
+    return all(bool(np.isfinite(rows[i:i + BLOCK_ROWS]).all()) for i in range(0, len(rows), BLOCK_ROWS))
 
 
 def validate(manifest: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> None:
@@ -127,8 +175,11 @@ def validate(manifest: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> 
         "user_ids": (n,), "movie_ids": (m,), "user_factors": (n, k), "movie_factors": (m, k),
         "user_bias": (n,), "movie_bias": (m,),
     }
-    if "rank_bias" in tensors:
-        expected["rank_bias"] = (m,)
+    for name in ("rank_bias", "movie_norm"):
+        if name in tensors:
+            expected[name] = (m,)
+    if "movie_h1" in tensors:
+        expected["movie_h1"] = (m, tensors["movie_h1"].shape[-1])
     for name, shape in expected.items():
         if tuple(tensors[name].shape) != shape:
             raise CorruptModelError(f"tensor {name} has shape {tuple(tensors[name].shape)}, manifest says {shape}")
@@ -140,7 +191,7 @@ def validate(manifest: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> 
         if ids.dtype != np.int64 or (len(ids) > 1 and not np.all(np.diff(ids) > 0)):
             raise CorruptModelError(f"{name} must be strictly increasing int64")
     for name, array in tensors.items():
-        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        if array.dtype.kind == "f" and not all_finite(array):
             raise CorruptModelError(f"tensor {name} holds NaN or infinity")
     lo, hi = manifest["y_range"]
     if not lo < hi:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds an idle keep-alive connection stays open between requests.")
     limit_concurrency: int = Field(
         1000, ge=1, description="Most connections (and requests in progress) per worker; requests past it get 503.")
+    workers: int = Field(
+        0, ge=0, description="Worker processes of `movierec serve` (an explicit --workers wins); 0 picks one per usable "
+        "CPU core (affinity and cgroup quota), at most 8, and at most 2 with PostgreSQL.")
     reload_interval: float = Field(
         2.0, ge=0, description="Seconds between checks of the model store for a new version (0 turns it off)."
     )

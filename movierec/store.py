@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import re
 import shutil
@@ -38,19 +39,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from movierec.model_format import (
     FORMAT_VERSION,
     CorruptModelError,
     ModelArtifact,
     StoreError,
+    derive,
     normalize,
     validate,
 )
 
-__all__ = ["CANDIDATE_FILE", "CURRENT_FILE", "Candidate", "FORMAT_VERSION", "MANIFEST_FILE", "REPORT_FILE_NAME", "WEIGHTS_FILE", "CorruptModelError",
-           "ModelArtifact", "ModelStore", "StoreError", "sha256_file", "validate"]
+__all__ = ["CANDIDATE_FILE", "CURRENT_FILE", "Candidate", "FORMAT_VERSION", "MANIFEST_FILE", "REPORT_FILE_NAME",
+           "WEIGHTS_FILE", "CorruptModelError", "ModelArtifact", "ModelStore", "StoreError", "map_safetensors",
+           "sha256_file", "validate"]
 
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -135,14 +138,16 @@ class ModelStore:
         return versions[-1]
 
     def candidate(self) -> Candidate | None:
-        """The candidate pointer, or None when there is none (or it names a version no longer here,
-        or is unreadable: serving CURRENT to everybody is the safe reading)."""
+        """The candidate pointer, or None when there is none (or it is unreadable, or names a version
+        no longer here or the current one: serving CURRENT to everybody is the safe reading)."""
         try:
             data = json.loads((self.root / CANDIDATE_FILE).read_text(encoding="utf-8"))
             candidate = Candidate(int(data["version"]), float(data["share"]), str(data["salt"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if not 0.0 <= candidate.share <= 1.0 or candidate.version not in self.versions():
+            return None
+        if candidate.version == self.current_version():  # e.g. `models use N` or a rollback onto it
             return None
         return candidate
 
@@ -182,12 +187,7 @@ class ModelStore:
         digest = sha256_file(weights)
         if digest != manifest.get("weights_sha256"):
             raise CorruptModelError(f"version {version}: {WEIGHTS_FILE} does not match the sha256 in its manifest")
-        try:
-            tensors = load_file(str(weights))
-        except Exception as exc:  # safetensors raises its own error types for malformed headers
-            raise CorruptModelError(f"version {version}: unreadable {WEIGHTS_FILE} ({exc})") from exc
-        for array in tensors.values():
-            array.setflags(write=False)
+        tensors = map_safetensors(weights, f"version {version}: unreadable {WEIGHTS_FILE}")
         if manifest.get("version") != version:
             raise CorruptModelError(f"version {version}: manifest says version {manifest.get('version')}")
         validate(manifest, tensors)
@@ -251,8 +251,12 @@ class ModelStore:
         manifest: Mapping[str, Any],
         extra_files: Callable[[Path], None] | None = None,
         keep: int | None = None,
+        make_current: bool = True,
     ) -> int:
         """Write a new version atomically and make it current; return its number.
+
+        With ``make_current=False`` the served version stays what it was (a version to try as a
+        candidate first); in an empty store the new version is served anyway, as the only one.
 
         ``manifest`` gets ``format_version``, ``version``, ``weights_sha256`` and ``created_at``
         filled in. ``extra_files(directory)`` may write more files (report PNGs) into the version
@@ -263,6 +267,7 @@ class ModelStore:
         arrays = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
         with self.lock():
             self._remove_stale_tmp()
+            previous = self.current_version()
             version = self._next_version()
             tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.root))
             try:
@@ -272,6 +277,8 @@ class ModelStore:
                     "version": version,
                     "created_at": manifest.get("created_at") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 }
+                validate({**full, "weights_sha256": ""}, arrays)  # sane shapes before deriving from them
+                arrays.update(derive(full, arrays))  # mapped by every server, not recomputed by each
                 weights = tmp / WEIGHTS_FILE
                 save_file(arrays, str(weights))
                 _fsync(weights)
@@ -289,7 +296,8 @@ class ModelStore:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            self._write_current(version)
+            # Without a CURRENT file the highest version is served: pin the previous one explicitly.
+            self._write_current(version if make_current or previous is None else previous)
             if keep is not None:
                 self._prune(keep)
         return version
@@ -396,6 +404,57 @@ class ModelStore:
             else:
                 with contextlib.suppress(OSError):
                     entry.unlink()
+
+
+#: safetensors dtype names -> numpy dtypes (little-endian, as the format stores them).
+_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+           "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?"}
+
+
+def map_safetensors(path: Path, what: str) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file as read-only arrays over one read-only memory map.
+
+    Nothing is copied: the pages are the operating system's page cache, shared by every process
+    that maps the same file, so N server workers hold one copy of a model, not N (a copy per
+    worker was most of a worker's memory on a large catalogue; see docs/benchmarks.md). The
+    header is parsed here (the format: an 8-byte little-endian length, a JSON header, the data)
+    and every entry is checked against the file's size before anything is mapped; ``what`` starts
+    the message of the :class:`CorruptModelError` raised for anything malformed. A version's file
+    is never written again once published (the store writes a new directory), which is what
+    makes mapping it safe.
+    """
+    try:
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < 8:
+                raise ValueError("shorter than its header length")
+            header_len = int.from_bytes(fh.read(8), "little")
+            if header_len > size - 8:
+                raise ValueError(f"header of {header_len} bytes in a file of {size}")
+            header = json.loads(fh.read(header_len))
+            if not isinstance(header, dict):
+                raise ValueError("header is not a JSON object")
+            header.pop("__metadata__", None)
+            data_start = 8 + header_len
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size > data_start else b""
+        tensors = {}
+        for name, entry in header.items():
+            dtype = np.dtype(_DTYPES[entry["dtype"]])
+            shape = tuple(int(d) for d in entry["shape"])
+            begin, end = (int(x) for x in entry["data_offsets"])
+            count = int(np.prod(shape, dtype=np.int64))
+            if min(shape, default=0) < 0 or not 0 <= begin <= end <= size - data_start \
+                    or end - begin != count * dtype.itemsize:
+                raise ValueError(f"tensor {name!r}: offsets {begin}..{end} do not hold {shape} {entry['dtype']}")
+            if count == 0:
+                array = np.zeros(shape, dtype=dtype)
+                array.setflags(write=False)
+            else:  # read-only: the map is
+                array = np.frombuffer(mapped, dtype=dtype, count=count, offset=data_start + begin).reshape(shape)
+            tensors[str(name)] = array
+        return tensors
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise CorruptModelError(f"{what} ({exc})") from exc
 
 
 def _is_version_name(name: str) -> bool:

@@ -12,12 +12,11 @@ cost. Anything that needs the database runs in the thread pool explicitly.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response, status
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -28,6 +27,7 @@ from ..metrics import Metrics
 from ..model_registry import ServingState
 from ..recommendation import UnknownMovieError
 from ..schemas import BODY_ERRORS, MAX_ID, Digits, PredictBatch, Prediction, PredictRequest
+from .query import openapi_parameters, plain_int, validate_query
 
 router = APIRouter(responses=BODY_ERRORS, tags=["predictions"])
 
@@ -42,14 +42,6 @@ class PredictQuery(BaseModel):
     movie_id: Digits = Field(gt=0, le=MAX_ID, description="Movie id", examples=[242])
 
 
-def _openapi_query(model: type[BaseModel]) -> list[dict[str, Any]]:
-    """OpenAPI ``parameters`` entries for a model's fields as query parameters, as FastAPI writes them."""
-    schema = model.model_json_schema()
-    return [{"name": name, "in": "query", "required": name in schema.get("required", []), "schema": prop,
-             **({"description": prop["description"]} if "description" in prop else {})}
-            for name, prop in schema["properties"].items()]
-
-
 def _query_ids(request: Request) -> tuple[int, int]:
     """``user_id`` and ``movie_id`` of GET /predict, accepted and refused exactly as pydantic would.
 
@@ -61,26 +53,15 @@ def _query_ids(request: Request) -> tuple[int, int]:
     """
     query = request.query_params
     user, movie = query.get("user_id"), query.get("movie_id")
-    if user is not None and movie is not None and user.isascii() and user.isdigit() and movie.isascii() \
-            and movie.isdigit() and len(user) <= 10 and len(movie) <= 10:
-        user_id, movie_id = int(user), int(movie)
-        if 0 < user_id <= MAX_ID and 0 < movie_id <= MAX_ID:
-            return user_id, movie_id
+    user_id, movie_id = plain_int(user, 1, MAX_ID), plain_int(movie, 1, MAX_ID)
+    if user_id is not None and movie_id is not None:
+        return user_id, movie_id
     given = {k: v for k, v in (("user_id", user), ("movie_id", movie)) if v is not None}
-    try:
-        parsed = PredictQuery.model_validate(given)
-    except ValidationError as exc:
-        errors = []
-        for error in exc.errors(include_url=False):
-            error = {**error, "loc": ("query", *error["loc"])}
-            if error["type"] == "missing":
-                error["input"] = None  # as FastAPI reports a missing parameter
-            errors.append(error)
-        raise RequestValidationError(errors) from None
+    parsed = validate_query(PredictQuery, given)
     return parsed.user_id, parsed.movie_id
 
 
-@router.get("/predict", response_model=Prediction, openapi_extra={"parameters": _openapi_query(PredictQuery)},
+@router.get("/predict", response_model=Prediction, openapi_extra={"parameters": openapi_parameters(PredictQuery)},
             responses={**_ERRORS, 422: {"description": "Validation Error", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}}})
 async def predict_one(request: Request) -> Response:

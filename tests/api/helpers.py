@@ -80,3 +80,13 @@ def seed_ratings(engine: Engine, rows: Iterable[tuple[int, int, float, int]]) ->
     if data:
         with engine.begin() as conn:
             conn.execute(insert(Rating), data)
+
+
+def query_outcome(client: Any, path: str, params: Any) -> tuple[int, object]:
+    """Status and body of a GET, with a 422's errors reduced to what must match between two parsers
+    of the same query (type, location, input), in a stable order."""
+    response = client.get(path, params=params)
+    body = response.json()
+    if response.status_code == 422:
+        return 422, sorted((e["type"], tuple(e["loc"]), str(e.get("input"))) for e in body["detail"])
+    return response.status_code, body

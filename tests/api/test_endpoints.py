@@ -142,6 +142,18 @@ def test_known_user_who_rated_after_the_snapshot_is_folded_in(client: TestClient
     assert client.get("/recommend", params={"user_id": 6}).json()["source"] == "fold_in"
 
 
+def test_rating_stored_elsewhere_with_an_old_date_is_excluded_at_once(client: TestClient, seeded: Engine) -> None:
+    """/recommend reads the user's ratings on every request: a rating another process stored a moment ago is
+    never recommended back, even dated before the model's snapshot (which no scan of new ratings would notice)."""
+    top = client.get("/recommend", params={"user_id": 7, "n": 3}).json()["items"][0]["movie_id"]
+    seed_ratings(seeded, [(7, top, 4.0, 10)])
+    again = client.get("/recommend", params={"user_id": 7, "n": 3}).json()
+    assert top not in [item["movie_id"] for item in again["items"]]
+    with seeded.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM ratings WHERE user_id = 7 AND movie_id = {top}")
+    assert client.get("/recommend", params={"user_id": 7, "n": 3}).json()["items"][0]["movie_id"] == top
+
+
 def test_unknown_user_with_no_ratings_gets_popularity_with_filters(client: TestClient) -> None:
     body = client.get("/recommend", params={"user_id": 31337, "n": 5, "genre": "Drama"}).json()
     assert body["personalized"] is False and body["model_version"] == 1

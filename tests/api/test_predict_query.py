@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from app.routers.predict import _query_ids
 from app.schemas import MAX_ID, Digits
 
+from .helpers import query_outcome
+
 reference = FastAPI()
 
 
@@ -40,11 +42,7 @@ values = st.one_of(
 
 def _outcome(path: str, user: str | None, movie: str | None) -> tuple[int, object]:
     params = {k: v for k, v in (("user_id", user), ("movie_id", movie)) if v is not None}
-    response = CLIENT.get(path, params=params)
-    body = response.json()
-    if response.status_code == 422:
-        return 422, sorted((e["type"], tuple(e["loc"]), str(e.get("input"))) for e in body["detail"])
-    return response.status_code, body
+    return query_outcome(CLIENT, path, params)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

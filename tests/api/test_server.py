@@ -137,3 +137,32 @@ def test_publish_while_requests_run_gives_zero_errors(server: str, store: Path) 
     assert count[0] > 50
     assert 5 in versions and len(versions) >= 3  # requests ran on several versions as they were swapped
     assert 'movierec_model_reloads_total{result="success"} 5.0' in httpx.get(f"{server}/metrics").text
+
+
+def test_default_worker_count_follows_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One worker per usable core, at most 8, at most 2 with PostgreSQL; MOVIEREC_WORKERS and --workers win."""
+    from app.cli import default_workers, usable_cpus
+
+    assert default_workers("sqlite:///x.db", cpus=1) == 1
+    assert default_workers("sqlite:///x.db", cpus=6) == 6
+    assert default_workers("sqlite:///x.db", cpus=64) == 8
+    assert default_workers("postgresql+psycopg://u@h/db", cpus=6) == 2
+    assert 1 <= usable_cpus() <= (os.cpu_count() or 1)
+    chosen: dict[str, object] = {}
+    monkeypatch.setattr("uvicorn.run", lambda *a, **kw: chosen.update(kw))
+    from app.cli import serve
+    from movierec.settings import get_settings
+
+    get_settings.cache_clear()
+    monkeypatch.setenv("MOVIEREC_WORKERS", "3")
+    try:
+        serve(host="127.0.0.1", port=1, workers=None, access_log=False)
+        assert chosen["workers"] == 3
+        serve(host="127.0.0.1", port=1, workers=5, access_log=False)
+        assert chosen["workers"] == 5
+        monkeypatch.setenv("MOVIEREC_WORKERS", "0")
+        get_settings.cache_clear()
+        serve(host="127.0.0.1", port=1, workers=None, access_log=False)
+        assert chosen["workers"] == default_workers(get_settings().database_url)
+    finally:
+        get_settings.cache_clear()

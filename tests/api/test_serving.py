@@ -170,3 +170,51 @@ def test_nn_ranking_adds_the_rank_bias_when_the_version_has_one(tmp_path: Path) 
     model = _load(tmp_path / "biased", t, kind="nn")
     user = model.trained_user(1)
     np.testing.assert_allclose(model.rank_scores(user), plain(user) + t["rank_bias"], rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.sampled_from([50, 8191, 8192, 20_000, 60_001]), n=st.integers(1, 100),
+       allowed_share=st.sampled_from([0.0, 0.0005, 0.01, 0.5, 1.0]), distinct=st.sampled_from([3, 50, 0]))
+def test_top_n_on_a_large_catalogue_is_the_exact_sort(seed: int, m: int, n: int, allowed_share: float,
+                                                     distinct: int) -> None:
+    """The sampled threshold of large catalogues never changes the answer: the n best allowed rows, ties by row
+    (few distinct scores make ties at the threshold; few allowed rows make it fall back)."""
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=m).astype(np.float32)
+    if distinct:
+        scores = rng.integers(0, distinct, m).astype(np.float32)
+    allowed = rng.random(m) < allowed_share
+    rows, top = LoadedModel.top_n(None, scores, n, allowed)  # type: ignore[arg-type]  # uses no model state
+    candidates = np.flatnonzero(allowed)
+    brute = candidates[np.lexsort((candidates, -scores[candidates]))][:n]
+    assert rows.tolist() == brute.tolist()
+    np.testing.assert_array_equal(top, scores[brute])
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(1, 60), st.text(max_size=12), st.one_of(st.none(), st.integers(1880, 2030)),
+                               st.lists(st.sampled_from(["Drama", "drama", "Comedy", "Sci-Fi", "Film-Noir"]), max_size=3)),
+                     max_size=40, unique_by=lambda r: r[0]),
+       chunk=st.integers(1, 7))
+def test_streamed_catalogue_matches_the_rows(rows: list[tuple[int, str, int | None, list[str]]], chunk: int) -> None:
+    """The compact catalogue (one title blob, genre offsets, packed genre masks) streamed in chunks gives back
+    each row's metadata as stored, and the genre filter is whole-name and case-insensitive."""
+    from app.catalogue import ModelCatalogue
+
+    model_ids = np.arange(5, 56, 2, dtype=np.int64)  # some movies of the database are not in the model and back
+    ordered = sorted((i, t, y, "|".join(g)) for i, t, y, g in rows)
+    catalogue = ModelCatalogue.from_chunks([ordered[i:i + chunk] for i in range(0, len(ordered), chunk)], model_ids)
+    by_id = {r[0]: r for r in ordered}
+    for row, movie_id in enumerate(model_ids.tolist()):
+        if movie_id not in by_id:
+            assert not catalogue.in_catalogue[row] and catalogue.titles[row] is None and catalogue.genres[row] == []
+            continue
+        _, title, year, genres = by_id[movie_id]
+        assert catalogue.in_catalogue[row] and catalogue.titles[row] == title and catalogue.year(row) == year
+        assert catalogue.genres[row] == [g for g in genres.split("|") if g]
+    drama = catalogue.allowed_mask(genre="DRAMA|film-noir")
+    expected = [movie_id in by_id and bool({"drama", "film-noir"} & {g.lower() for g in by_id[movie_id][3].split("|")})
+                for movie_id in model_ids.tolist()]
+    assert drama.tolist() == expected
+    with pytest.raises(ValueError, match="increasing"):
+        ModelCatalogue.from_chunks([[(9, "b", None, "")], [(7, "a", None, "")]], model_ids)

@@ -217,3 +217,61 @@ def test_nn_version_without_rank_bias_loads_with_zero_rank_bias(tmp_path: Path) 
     artifact = store.load(store.publish(tensors, {**manifest, "kind": "nn"}))
     np.testing.assert_array_equal(artifact.tensors["rank_bias"], np.zeros(7, dtype=np.float32))
     assert not artifact.tensors["rank_bias"].flags.writeable
+
+
+def test_load_maps_the_weights_file_read_only_with_the_derived_tensors(tmp_path: Path) -> None:
+    """Workers share one model: the tensors are views of a read-only memory map of the version's file (the
+    page cache), not copies; the movies' norms are written at publish time and mapped like the rest."""
+    import mmap
+
+    from safetensors.numpy import load_file
+
+    store = ModelStore(tmp_path)
+    tensors, manifest = make_model(n_movies=9)
+    store.publish(tensors, manifest)
+    artifact = store.load()
+    on_disk = load_file(str(tmp_path / "1" / "model.safetensors"))
+    np.testing.assert_allclose(on_disk["movie_norm"], np.linalg.norm(tensors["movie_factors"], axis=1), rtol=1e-6)
+    for name in ("user_factors", "movie_factors", "movie_norm", "user_ids"):
+        array = artifact.tensors[name]
+        assert not array.flags.writeable
+        base = array
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        assert isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap), name
+        np.testing.assert_array_equal(array, on_disk[name])
+
+
+def test_a_version_without_derived_tensors_gets_them_at_load(tmp_path: Path) -> None:
+    """Versions published before derived tensors existed still load, with the norms computed in memory."""
+    from safetensors.numpy import save_file
+
+    from movierec.store import sha256_file
+
+    store = ModelStore(tmp_path)
+    tensors, manifest = make_model()
+    store.publish(tensors, manifest)
+    weights = tmp_path / "1" / "model.safetensors"
+    save_file(tensors, str(weights))  # as an older publisher wrote it: no movie_norm
+    meta = json.loads((tmp_path / "1" / "manifest.json").read_text())
+    meta["weights_sha256"] = sha256_file(weights)
+    (tmp_path / "1" / "manifest.json").write_text(json.dumps(meta))
+    norm = store.load().tensors["movie_norm"]
+    np.testing.assert_allclose(norm, np.linalg.norm(tensors["movie_factors"], axis=1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("header", [
+    {"user_ids": {"dtype": "I64", "shape": [5], "data_offsets": [0, 10**9]}},  # past the end of the file
+    {"user_ids": {"dtype": "I64", "shape": [5], "data_offsets": [0, 8]}},  # too short for its shape
+    {"user_ids": {"dtype": "X9", "shape": [1], "data_offsets": [0, 8]}},  # unknown dtype
+    {"user_ids": {"dtype": "I64", "shape": [-1], "data_offsets": [0, 8]}},
+    ["not", "an", "object"],
+])
+def test_malformed_weights_header_is_refused_as_corrupt(tmp_path: Path, header: object) -> None:
+    from movierec.store import map_safetensors
+
+    raw = json.dumps(header).encode()
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(64))
+    with pytest.raises(CorruptModelError, match="unreadable"):
+        map_safetensors(path, "unreadable")

@@ -117,9 +117,8 @@ class Server:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / f"server-{self.port}-{int(time.time() * 1000)}.log"
         log = self.log_path.open("wb")
-        args = [MOVIEREC, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"]
-        if self.workers > 1:
-            args += ["--workers", str(self.workers)]
+        args = [MOVIEREC, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
+                "--workers", str(self.workers)]  # explicit: the default depends on the machine
         self.proc = subprocess.Popen(args, env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         log.close()

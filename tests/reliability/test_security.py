@@ -56,6 +56,7 @@ def well_formed_writes(url: str) -> list[tuple[str, str, object]]:
         ("POST", "/ratings"): ("/ratings", {"user_id": 41_000, "movie_id": 3, "rating": 4.5}),
         ("DELETE", "/users/{user_id}/ratings/{movie_id}"): ("/users/1/ratings/1", None),
         ("POST", "/admin/reload"): ("/admin/reload", None),
+        ("POST", "/events"): ("/events", {"request_id": "0" * 32, "movie_id": 3, "kind": "click"}),
     }
     writes = []
     for path, ops in schema["paths"].items():
@@ -73,7 +74,8 @@ def test_every_write_needs_the_api_key(shared_server: Server, shared_stack: Stac
     writes = well_formed_writes(url)
     wrong = [{}, {"X-API-Key": ""}, {"X-API-Key": "wrong"}, {"X-API-Key": API_KEY[:-1]}, {"X-API-Key": API_KEY + "x"},
              {"X-API-Key": API_KEY.upper()}, {"X-Api-Key-Other": API_KEY}, {"Authorization": f"Bearer {API_KEY}"}]
-    before = db_rows(shared_stack.db_url, "SELECT count(*) FROM ratings")[0][0]
+    counts = "SELECT (SELECT count(*) FROM ratings), (SELECT count(*) FROM events)"
+    before = db_rows(shared_stack.db_url, counts)[0]
     tried = 0
     with httpx.Client(timeout=30) as client:
         for method, path, body in writes:
@@ -84,7 +86,7 @@ def test_every_write_needs_the_api_key(shared_server: Server, shared_stack: Stac
                 tried += 1
             r = client.request(method, url + path + f"?api_key={API_KEY}", json=body)
             assert r.status_code == 401, "the key must not be accepted from the query string"
-        assert db_rows(shared_stack.db_url, "SELECT count(*) FROM ratings")[0][0] == before
+        assert db_rows(shared_stack.db_url, counts)[0] == before
         for method, path, body in writes:
             r = client.request(method, url + path, json=body, headers={"x-api-key": API_KEY})  # any header case
             assert r.status_code != 401, (method, path, r.text)
