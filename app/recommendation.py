@@ -131,7 +131,7 @@ def recommend(state: ServingState | None, popularity: Popularity, user_id: int, 
             _disallow(model, allowed, ratings.movie_ids)
             if filters.exclude:
                 _disallow(model, allowed, np.fromiter(filters.exclude, dtype=np.int64, count=len(filters.exclude)))
-            rows, scores = model.top_for_user(user, n, allowed)
+            rows, scores = state.ranker.top_for_user(user, n, allowed)
             items = _with_counts(popularity, _scored(state, rows, scores))
             if explain:
                 reasons = explain_rows(model, state.catalogue, ratings.movie_ids, ratings.ratings, rows)
@@ -165,7 +165,7 @@ def similar(state: ServingState, sessions: sessionmaker[Session], movie_id: int,
             if repository.get_movie(session, movie_id) is None:
                 raise UnknownMovieError(f"movie {movie_id} not found")
         raise UnknownMovieError(f"movie {movie_id} is not in model version {model.version} (added after training)")
-    rows, scores = model.similar(row, n, state.catalogue.allowed_mask())
+    rows, scores = state.ranker.similar(row, n, state.catalogue.allowed_mask())
     items = _scored(state, rows, scores)
     return SimilarResult(movie_id, _with_counts(popularity, items), model.version)
 

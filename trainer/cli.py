@@ -205,7 +205,7 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
                                      tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
                                      keep=settings.keep_versions, progress=report.epoch, log=report.log,
                                      source=where, fitter=fitter,
-                                     candidate_share=candidate)
+                                     candidate_share=candidate, ann_min_movies=settings.ann_min_movies)
 
         if in_worker():
             result = run_rank(load, params, device, run, report.log)
