@@ -55,10 +55,14 @@ def write_set(directory: Path, n_ratings: int, n_movies: int, seed: int = 0) -> 
         fh.write("userId,movieId,rating,timestamp\n")
         for first in range(1, n_users + 1, users_per_block):  # users in disjoint ranges: pairs unique overall
             last = min(first + users_per_block, n_users + 1)
-            size = round(n_ratings * (last - first) / n_users)
-            users = rng.integers(first, last, size)
-            movies = rng.choice(n_movies, size, p=popularity) + 1
-            key = np.unique(users.astype(np.int64) * (n_movies + 1) + movies)
+            size = round(n_ratings * (last - 1) / n_users) - round(n_ratings * (first - 1) / n_users)
+            # Draw until there are `size` distinct pairs, keep exactly that many: n_ratings lines in all.
+            key = np.zeros(0, np.int64)
+            while len(key) < size:
+                users = rng.integers(first, last, int((size - len(key)) * 1.2) + 10)
+                movies = rng.choice(n_movies, len(users), p=popularity) + 1
+                key = np.unique(np.concatenate([key, users.astype(np.int64) * (n_movies + 1) + movies]))
+            key = np.sort(rng.choice(key, size, replace=False))
             stars = rng.integers(1, 11, len(key)) / 2
             stamps = rng.integers(789_652_009, 1_574_327_703, len(key))
             rows = np.column_stack([key // (n_movies + 1), key % (n_movies + 1), stars, stamps]).tolist()

@@ -36,8 +36,8 @@ from .ratingset import RatingSet, collect, compact
 Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 #: From this many rows on, indexes and the foreign key are rebuilt rather than maintained row by
-#: row (for a merge, only when the file is also at least as large as the table). The table is then
-#: locked for the import, which is why small imports take the row-by-row path.
+#: row: into an empty table, or in a merge whose file holds at least twice the rows stored. The
+#: table is then locked for the import, which is why smaller imports maintain them.
 BULK_ROWS = 500_000
 #: Rows encoded per COPY write (~42 MB of buffer).
 COPY_ROWS = 1 << 20
