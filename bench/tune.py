@@ -75,7 +75,8 @@ def stage_dot(data: C.Triples, protocols: list[str], configs: list[str], emit) -
                 emit(row)
 
 
-def stage_blend(data: C.Triples, protocols: list[str], emit) -> None:  # noqa: ANN001
+def stage_blend(data: C.Triples, protocols: list[str], emit, blends: tuple[float, ...] = BLEND,  # noqa: ANN001
+                neighbours: tuple[int, ...] = NEIGHBOURS, lambdas: tuple[float, ...] = LAMBDAS) -> None:
     from trainer.itemitem import ease, with_item_term
     from movierec.item_term import from_dense_topk
 
@@ -83,10 +84,10 @@ def stage_blend(data: C.Triples, protocols: list[str], emit) -> None:  # noqa: A
         for fold in P.folds(data, protocol, "tuning"):
             base = OursDot(item_blend=0.0).fit(fold.train, fold.seed)
             tr = fold.train
-            for lam in LAMBDAS:
+            for lam in lambdas:
                 b = ease(tr.user, tr.movie, tr.n_users, tr.n_movies, lam)
-                for k, w in itertools.product(NEIGHBOURS, (0.0, *BLEND)):
-                    if w == 0 and (k, lam) != (NEIGHBOURS[0], LAMBDAS[0]):
+                for k, w in itertools.product(neighbours, (0.0, *blends)):
+                    if w == 0 and (k, lam) != (neighbours[0], lambdas[0]):
                         continue
                     term = from_dense_topk(b, k, w) if w else None
                     score = with_item_term(base.model.rank_scores, term, tr.user, tr.movie, tr.n_users)
@@ -127,6 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("stage", choices=("dot", "blend", "baselines"))
     ap.add_argument("--protocols", nargs="+", choices=P.PROTOCOLS, default=None)
     ap.add_argument("--configs", nargs="+", default=["default"])
+    ap.add_argument("--blend", type=float, nargs="+", default=list(BLEND), help="blend stage: weights")
+    ap.add_argument("--neighbours", type=int, nargs="+", default=list(NEIGHBOURS), help="blend stage: neighbours")
+    ap.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS), help="blend stage: EASE lambdas")
+    ap.add_argument("--out", default=None, help="result name (default tuning-<stage>)")
     args = ap.parse_args(argv)
     pin_threads(1)
     data, source = C.load_ml100k()
@@ -139,12 +144,14 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
 
     {"dot": lambda: stage_dot(data, protocols, args.configs, emit),
-     "blend": lambda: stage_blend(data, protocols, emit),
+     "blend": lambda: stage_blend(data, protocols, emit, tuple(args.blend), tuple(args.neighbours),
+                                  tuple(args.lambdas)),
      "baselines": lambda: stage_baselines(data, protocols, emit)}[args.stage]()
     text = (f"# Tuning ({args.stage}), tuning folds {P.TUNING_SEEDS}\n\nData: {source}. {time.perf_counter() - t0:.0f} s, "
             f"load average {os.getloadavg()[0]:.1f}. Cells: mean ± sd over folds.\n\n{table(rows)}\n")
-    C.write_result(f"tuning-{args.stage}.md", text)
-    (C.RESULTS / f"tuning-{args.stage}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    name = args.out or f"tuning-{args.stage}"
+    C.write_result(f"{name}.md", text)
+    (C.RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
     print("\n" + text)
 
 
