@@ -256,7 +256,7 @@ def recording_summary(results: list[dict]) -> list[str]:
     return lines
 
 
-def run(duration: float, conns: list[int], postgres: bool, only_recording: bool = False) -> dict:
+def run(duration: float, conns: list[int], postgres: bool, only_recording: bool = False, memory: bool = True) -> dict:
     t_start = time.perf_counter()
     if WORK.exists():
         shutil.rmtree(WORK)
@@ -392,13 +392,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--connections", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--skip-postgres", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true", help="leave out the 1M-movie worker-memory comparison")
     ap.add_argument("--only-recording", action="store_true",
                     help="only GET /recommend with impression recording off and on (and no saved results)")
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
     duration, conns = (3.0, [8]) if args.quick else (args.duration, args.connections)
-    info = run(duration, conns, not args.skip_postgres, args.only_recording)
+    info = run(duration, conns, not args.skip_postgres, args.only_recording,
+               memory=not (args.skip_memory or args.quick or args.only_recording))
     text = render(info)
     if args.only_recording:
         print(text)
