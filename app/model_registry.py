@@ -29,9 +29,11 @@ from pathlib import Path
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from movierec.ann_index import HEADER_FILE as ANN_HEADER_FILE
 from movierec.store import MANIFEST_FILE, WEIGHTS_FILE, Candidate, CorruptModelError, ModelStore, StoreError
 
 from . import repository
+from .ann import AnnRanker, ranker_for
 from .catalogue import ModelCatalogue
 from .memory import release_free_memory
 from .metrics import Metrics
@@ -53,6 +55,12 @@ class ServingState:
     catalogue: ModelCatalogue
     stale_users: set[int] = field(default_factory=set)
     watermark: int | None = None  # newest rated_at seen by the stale-user scan
+    ann: AnnRanker | None = None  # the index of a large catalogue (app/ann.py); None: exact scoring
+
+    @property
+    def ranker(self) -> LoadedModel | AnnRanker:
+        """What answers ``top_for_user`` and ``similar``: the ANN index when there is one, else the model."""
+        return self.ann if self.ann is not None else self.model
 
 
 @dataclass(frozen=True)
@@ -76,8 +84,11 @@ class ReloadResult:
 class ModelRegistry:
     """Holds the current :class:`ServingState` and loads new versions from the store."""
 
-    def __init__(self, store_root: Path, sessions: sessionmaker[Session], metrics: Metrics) -> None:
+    def __init__(self, store_root: Path, sessions: sessionmaker[Session], metrics: Metrics,
+                 ann_min_movies: int | None = None) -> None:
         self.store = ModelStore(store_root)
+        #: Catalogues of at least this many movies are ranked through an ANN index (None: never).
+        self.ann_min_movies = ann_min_movies
         self._sessions = sessions
         self._metrics = metrics
         self.state: ServingState | None = None
@@ -128,7 +139,7 @@ class ModelRegistry:
         except StoreError:
             return (version,)
         parts: list[object] = [version]
-        for name in (MANIFEST_FILE, WEIGHTS_FILE):
+        for name in (MANIFEST_FILE, WEIGHTS_FILE, ANN_HEADER_FILE):
             try:
                 st = (path / name).stat()
                 parts.extend((st.st_mtime_ns, st.st_size))
@@ -202,10 +213,12 @@ class ModelRegistry:
         if candidate is not None and candidate.state.model.version == version:
             self._scan_stale(candidate.state)
             return candidate.state
-        model = LoadedModel(self.store.load(version))
+        artifact = self.store.load(version)
+        model = LoadedModel(artifact)
+        ann = ranker_for(artifact, model, self.ann_min_movies)  # CorruptModelError for a bad index
         with self._sessions() as session:
             catalogue = ModelCatalogue.from_chunks(repository.movie_chunks(session), model.movie_ids)
-        state = ServingState(model, catalogue)
+        state = ServingState(model, catalogue, ann=ann)
         self._scan_stale(state)
         return state
 

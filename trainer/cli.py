@@ -102,16 +102,20 @@ def train(
                                      param_hint="--bpr-weight")
         typer.echo("warning: --bpr-weight is deprecated, use --rank-weight", err=True)
         rank_weight = bpr_weight
-    from trainer.distributed import in_worker
+    from trainer.distributed import in_worker, launched_bare
 
+    if launched_bare():
+        typer.echo("error: movierec train was started as one process of a torchrun job: every process would "
+                   "publish on its own; run `torchrun ... -m trainer.distributed [train options]` instead", err=True)
+        raise typer.Exit(1)
     if nproc > 1 and not in_worker():
-        from trainer.distributed import launch
+        from trainer.distributed import RankFailedError, launch
         from trainer.fit import DeviceUnavailableError, resolve
 
         try:  # fail here, once, rather than in every process
             if engine == EngineKind.numba:
                 raise DeviceUnavailableError("a distributed job (--nproc) trains with the torch engine, not numba")
-            resolve(device.value, "torch", model.value)
+            resolve(device.value, "torch", model.value, cuda_index=nproc - 1)  # one GPU per process
         except TrainerError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
@@ -119,7 +123,16 @@ def train(
                              rank_weight=rank_weight, rank_sample=rank_sample, seed=seed, force=force,
                              tolerance=tolerance, source=source, store=store, device=device.value,
                              engine=engine.value, candidate=candidate)
+        from movierec.settings import get_settings
+        from movierec.store import ModelStore
+
+        models = ModelStore(store or get_settings().model_store)
+        before = models.versions() if models.root.exists() else []
         code = launch(nproc, forwarded)  # prints its own line when a process failed
+        if code == RankFailedError.exit_code:
+            after = models.versions() if models.root.exists() else []
+            typer.echo("error: " + ("nothing was published" if after == before else
+                                    f"rank 0 had finished and published version {max(after)}"), err=True)
         if code:
             raise typer.Exit(code)
         return
@@ -192,7 +205,7 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
                                      tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
                                      keep=settings.keep_versions, progress=report.epoch, log=report.log,
                                      source=where, fitter=fitter,
-                                     candidate_share=candidate)
+                                     candidate_share=candidate, ann_min_movies=settings.ann_min_movies)
 
         if in_worker():
             result = run_rank(load, params, device, run, report.log)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -77,6 +78,11 @@ def in_worker() -> bool:
     return os.environ.get(WORKER_ENV) == "1"
 
 
+def launched_bare() -> bool:
+    """True in a process that torchrun started as part of a job of several, outside ``trainer.distributed``."""
+    return not in_worker() and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and "RANK" in os.environ
+
+
 def run_rank(load: Callable[[], Any], params: Any, device: str, run: Callable[[Callable[..., Any]], Any],
              log: Callable[[str], None]) -> Any:
     """This process's part of the job: join it, agree on the data, then train (and on rank 0, ``run`` the
@@ -122,6 +128,8 @@ def launch(nproc: int, args: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    # The launcher logs every failed process with a traceback-like line; ours says it in one line below.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"movierec-{uuid.uuid4().hex[:8]}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
     os.environ[WORKER_ENV] = "1"
@@ -136,8 +144,10 @@ def launch(nproc: int, args: Sequence[str]) -> int:
         if 0 in codes and codes[0] > 0 and set(codes) == {0}:
             return codes[0]
         detail = ", ".join(f"rank {rank} exit {code}" for rank, code in sorted(codes.items()))
-        print(f"error: the distributed job failed ({detail}); nothing was published"
-              + (f" (first failure at {first.timestamp})" if first is not None else ""), file=sys.stderr)
+        # Whether rank 0 had published first is for the caller to tell (it knows the store): rank 0 publishes
+        # only after the last collective, so a rank that fails before then stops it.
+        print(f"error: a process of the distributed job failed ({detail})"
+              + (f", first at {first.timestamp}" if first is not None else ""), file=sys.stderr)
         return RankFailedError.exit_code
     finally:
         os.environ.pop(WORKER_ENV, None)

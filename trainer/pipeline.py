@@ -17,11 +17,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import movierec
+from movierec import ann_index
 from movierec.store import ModelStore, StoreError
 from trainer import GateRefusedError, NoDataError, TrainerError
 from trainer.data import Ratings
@@ -104,12 +106,14 @@ def train_and_publish(
     load: Callable[[], Ratings], store: ModelStore, params: FitParams, *, force: bool = False,
     tolerance: float = DEFAULT_TOLERANCE, keep: int | None = None, progress: Progress | None = None,
     log: Log = lambda _m: None, source: str = "database", fitter: Fitter = fit,
-    candidate_share: float | None = None,
+    candidate_share: float | None = None, ann_min_movies: int | None = None,
 ) -> TrainResult:
     """The whole run. Raises a TrainerError subclass for every expected failure; the store is then unchanged.
 
     With ``candidate_share``, the new version does not become current: it is published and made the
     candidate serving that share of users (docs/online-metrics.md), after the same quality gate.
+    A catalogue of at least ``ann_min_movies`` movies is published with its ANN indexes
+    (:mod:`movierec.ann_index`), so the API verifies them on load instead of building them.
     """
     start = time.perf_counter()
     data = load()
@@ -155,9 +159,17 @@ def train_and_publish(
     log(("gate: " if decision.passed else "gate overridden by --force: ") + decision.reason)
     counts = np.bincount(data.movie, minlength=data.n_movies)
     writer = report_writer(history, tensors["movie_factors"], data.movie_ids, counts, data.titles)
+    with_ann = ann_min_movies is not None and data.n_movies >= ann_min_movies
+
+    def extra_files(directory: Path) -> None:
+        writer(directory)
+        if with_ann:
+            indexes = ann_index.write_for_version(directory, tensors, params.model)
+            log(f"ANN indexes built in {indexes.header['build_seconds']:.1f} s")
+
     manifest["seconds"] = round(time.perf_counter() - start, 2)
     try:
-        version = store.publish(tensors, manifest, extra_files=writer, keep=keep,
+        version = store.publish(tensors, manifest, extra_files=extra_files, keep=keep,
                                 make_current=candidate_share is None)
     except (OSError, StoreError) as exc:
         raise TrainerError(f"publishing to {store.root} failed, store unchanged: {exc}") from exc

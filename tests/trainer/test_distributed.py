@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,8 +31,10 @@ EPOCHS = 3
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOVIEREC_")}
-    # One thread per process: two ranks on a 2-core machine.
-    return {**env, "MOVIEREC_TRAIN_THREADS": "1", "MOVIEREC_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+    # One thread per process: two ranks on a 2-core machine. stderr stays line-buffered (as Python
+    # keeps it by default), so the ranks' lines do not interleave mid-line on the shared pipe.
+    env.pop("PYTHONUNBUFFERED", None)
+    return {**env, "MOVIEREC_TRAIN_THREADS": "1", "MOVIEREC_LOG_LEVEL": "WARNING"}
 
 
 def _train(*args: str) -> list[str]:
@@ -73,8 +76,9 @@ def test_rank_killed_mid_fit_fails_the_job_and_store_is_unchanged(tmp_path: Path
         assert proc.stderr is not None
         for line in proc.stderr:
             seen.append(line)
-            if line.startswith("rank 1/2 (pid "):
-                victim = int(line.split("pid ")[1].split(")")[0])
+            found = re.search(r"rank 1/2 \(pid (\d+)\)", line)
+            if found:
+                victim = int(found.group(1))
             if victim is not None and "epoch 2/20" in line:  # training is under way on every rank
                 os.kill(victim, signal.SIGKILL)
                 break
@@ -139,3 +143,26 @@ def test_nccl_job_on_gpus_publishes_once(tmp_path: Path, ml100k_dir: Path) -> No
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert ModelStore(tmp_path / "m").versions() == [1]
+
+
+def test_plain_movierec_train_inside_a_torchrun_job_refuses(tmp_path: Path, ml100k_dir: Path) -> None:
+    """Each process would publish its own model: only ``-m trainer.distributed`` joins a job."""
+    env = {**_env(), "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}
+    done = subprocess.run(_train("--source", str(ml100k_dir), "--store", str(tmp_path / "m")), env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "trainer.distributed" in done.stderr, done.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_gate_refusal_on_rank_0_is_the_jobs_exit_status(tmp_path: Path, ml100k_dir: Path) -> None:
+    """rank 0's reason (the gate's 3) comes back through the launcher, and the store keeps its one version."""
+    from trainer.pipeline import train_and_publish
+
+    store = ModelStore(tmp_path / "models")
+    data = load_files(ml100k_dir)
+    train_and_publish(lambda: data, store, dataclasses.replace(FitParams(), epochs=EPOCHS))
+    done = subprocess.run(_train("--source", str(ml100k_dir), "--store", str(store.root), "--nproc", "2",
+                                 "--epochs", "1"), env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "not published" in done.stderr
+    assert store.versions() == [1] and store.current_version() == 1
