@@ -14,7 +14,7 @@ TORCH_INDEX ?=
 # One worker per core, tests grouped by file so each module's servers and databases start once.
 PYTEST_ARGS ?= -n auto --dist loadfile
 
-.PHONY: run setup install db data import train serve test smoke compose-up compose-down compose-test bench bench-deps bench-quick bench-accuracy bench-speed bench-serving bench-plots soak clean help
+.PHONY: run setup install db data import train serve test smoke compose-up compose-down compose-test bench bench-deps bench-quick bench-accuracy bench-speed bench-serving bench-ann bench-plots bench-import bench-replay soak clean help
 
 help:
 	@echo "make run    set up (venv, database, MovieLens 100K, model) and serve on http://$(HOST):$(PORT)"
@@ -62,18 +62,29 @@ $(BENCH_STAMP): $(STAMP)
 bench-deps: $(BENCH_STAMP)
 	@command -v wrk >/dev/null || { echo "the serving benchmark needs wrk: apt-get install -y wrk"; exit 1; }
 
-# All parts (accuracy, training speed and memory, serving), about 15 minutes on 2 cores.
+# All parts (accuracy, training speed and memory, serving, the ANN index at 1M movies), about 40 minutes
+# on 2 cores (the million-movie rows take most of it).
 bench: bench-deps data
 	$(PY) -m bench.run_all $(BENCH_ARGS)
 
 bench-quick: bench-deps data
 	$(PY) -m bench.run_all --quick $(BENCH_ARGS)
 
-bench-accuracy bench-speed bench-serving: bench-deps data
+bench-accuracy bench-speed bench-serving bench-ann: bench-deps data
 	$(PY) -m bench.$(@:bench-%=%) $(BENCH_ARGS)
+
+# MovieLens 100K's later ratings as live traffic against a real server, two versions 50/50
+# (docs/online-metrics.md); a few minutes.
+bench-replay: install data
+	$(PY) -m bench.replay $(BENCH_ARGS)
 
 bench-plots: bench-deps
 	$(PY) -m bench.plots
+
+# Import and read speed, binary COPY against the previous importer (PostgreSQL at 127.0.0.1:5432).
+# BENCH_ARGS="--ratings 5000000 --headline 25000000" for the figures in docs/data.md (about 20 min).
+bench-import: install
+	nice -n 10 $(PY) bench/import_speed.py $(BENCH_ARGS)
 
 # The long reliability runs (minutes): more fuzzing, kills and load; prints the table.
 soak: install

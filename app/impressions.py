@@ -14,9 +14,9 @@ recommendations matter more than their bookkeeping. The same thread deletes impr
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -38,8 +38,13 @@ PRUNE_CHUNK = 5000
 
 
 def new_request_id() -> str:
-    """A fresh request id: a random uuid4 in hex (unguessable, so events cannot be forged for others)."""
-    return uuid.uuid4().hex
+    """A fresh request id: 32 hex digits, the time in milliseconds then 80 random bits.
+
+    Time first, so the impressions' primary key grows at its end (a random uuid4 scattered each
+    batch over the whole index: 4 x the writer's CPU per impression on SQLite); 80 random bits
+    keep ids unguessable, so events cannot be forged for other people's answers.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 #: The recorder's inserts in each driver's placeholder style (sqlite3: ``?``; psycopg: ``%s``),

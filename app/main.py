@@ -81,7 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = make_engine(settings.database_url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
                          pool_timeout=POOL_TIMEOUT_S)
     sessions = session_factory(engine)
-    registry = ModelRegistry(settings.model_store, sessions, app.state.metrics)
+    registry = ModelRegistry(settings.model_store, sessions, app.state.metrics, ann_min_movies=settings.ann_min_movies)
     popularity = Popularity(sessions)
     app.state.engine, app.state.sessions = engine, sessions
     app.state.registry, app.state.popularity = registry, popularity

@@ -29,6 +29,14 @@ class Metrics:
         self.model_version = Gauge(
             "movierec_model_version", "Model version being served (0 when none).", registry=self.registry,
         )
+        self.candidate_version = Gauge(
+            "movierec_candidate_version", "Candidate version serving a share of users (0 when none).",
+            registry=self.registry,
+        )
+        self.candidate_share = Gauge(
+            "movierec_candidate_share", "Share of users the candidate version serves (0 when none).",
+            registry=self.registry,
+        )
         self.reloads = Counter(
             "movierec_model_reloads_total", "Model loads by outcome (success, failure).", ["result"],
             registry=self.registry,

@@ -29,9 +29,11 @@ from pathlib import Path
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from movierec.ann_index import HEADER_FILE as ANN_HEADER_FILE
 from movierec.store import MANIFEST_FILE, WEIGHTS_FILE, Candidate, CorruptModelError, ModelStore, StoreError
 
 from . import repository
+from .ann import AnnRanker, ranker_for
 from .catalogue import ModelCatalogue
 from .memory import release_free_memory
 from .metrics import Metrics
@@ -53,6 +55,12 @@ class ServingState:
     catalogue: ModelCatalogue
     stale_users: set[int] = field(default_factory=set)
     watermark: int | None = None  # newest rated_at seen by the stale-user scan
+    ann: AnnRanker | None = None  # the index of a large catalogue (app/ann.py); None: exact scoring
+
+    @property
+    def ranker(self) -> LoadedModel | AnnRanker:
+        """What answers ``top_for_user`` and ``similar``: the ANN index when there is one, else the model."""
+        return self.ann if self.ann is not None else self.model
 
 
 @dataclass(frozen=True)
@@ -76,8 +84,11 @@ class ReloadResult:
 class ModelRegistry:
     """Holds the current :class:`ServingState` and loads new versions from the store."""
 
-    def __init__(self, store_root: Path, sessions: sessionmaker[Session], metrics: Metrics) -> None:
+    def __init__(self, store_root: Path, sessions: sessionmaker[Session], metrics: Metrics,
+                 ann_min_movies: int | None = None) -> None:
         self.store = ModelStore(store_root)
+        #: Catalogues of at least this many movies are ranked through an ANN index (None: never).
+        self.ann_min_movies = ann_min_movies
         self._sessions = sessions
         self._metrics = metrics
         self.state: ServingState | None = None
@@ -128,7 +139,7 @@ class ModelRegistry:
         except StoreError:
             return (version,)
         parts: list[object] = [version]
-        for name in (MANIFEST_FILE, WEIGHTS_FILE):
+        for name in (MANIFEST_FILE, WEIGHTS_FILE, ANN_HEADER_FILE):
             try:
                 st = (path / name).stat()
                 parts.extend((st.st_mtime_ns, st.st_size))
@@ -163,12 +174,13 @@ class ModelRegistry:
         if pointer is None:
             if loaded is not None:
                 log.info("candidate version %s no longer served", loaded.pointer.version)
-            self.candidate, self.candidate_error = None, None
+            self._set_candidate(None)
+            self.candidate_error = None
             return
         if loaded is not None and loaded.pointer == pointer:
             return
         if loaded is not None and loaded.pointer.version == pointer.version:
-            self.candidate = CandidateState(pointer, loaded.state)  # new share or salt only
+            self._set_candidate(CandidateState(pointer, loaded.state))  # new share or salt only
             return
         if self._refused.get(pointer.version) == self._signature(pointer.version):
             return
@@ -182,9 +194,15 @@ class ModelRegistry:
             log.error("%s; keeping candidate %s", self.candidate_error,
                       loaded.pointer.version if loaded is not None else None)
             return
-        self.candidate, self.candidate_error = CandidateState(pointer, state), None
+        self._set_candidate(CandidateState(pointer, state))
+        self.candidate_error = None
         self._metrics.reloads.labels("success").inc()
         log.info("candidate version %s serves %.1f %% of users", pointer.version, 100 * pointer.share)
+
+    def _set_candidate(self, candidate: CandidateState | None) -> None:
+        self.candidate = candidate  # one reference: a request sees the old candidate or the new one
+        self._metrics.candidate_version.set(candidate.pointer.version if candidate is not None else 0)
+        self._metrics.candidate_share.set(candidate.pointer.share if candidate is not None else 0)
 
     def _load_state(self, version: int) -> ServingState:
         """Load, validate and prepare ``version`` on the side (the served state is untouched).
@@ -195,10 +213,12 @@ class ModelRegistry:
         if candidate is not None and candidate.state.model.version == version:
             self._scan_stale(candidate.state)
             return candidate.state
-        model = LoadedModel(self.store.load(version))
+        artifact = self.store.load(version)
+        model = LoadedModel(artifact)
+        ann = ranker_for(artifact, model, self.ann_min_movies)  # CorruptModelError for a bad index
         with self._sessions() as session:
             catalogue = ModelCatalogue.from_chunks(repository.movie_chunks(session), model.movie_ids)
-        state = ServingState(model, catalogue)
+        state = ServingState(model, catalogue, ann=ann)
         self._scan_stale(state)
         return state
 

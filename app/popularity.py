@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import repository
 from .catalogue import split_genres, wanted_genres
 from .memory import release_free_memory
+from .scoring import lookup_rows
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class PopularitySnapshot:
     genres: list[list[str]]
     genres_lower: list[frozenset[str]]
     computed_at: float
+    ids_sorted: np.ndarray  # int64: movie_ids in increasing order, to look counts up by id
+    counts_sorted: np.ndarray  # int64: their counts
 
 
 class Popularity:
@@ -64,15 +67,23 @@ class Popularity:
             ids = np.array([r[0] for r in rows], dtype=np.int64)
             order = np.lexsort((ids, -counts, -scores)) if len(rows) else np.zeros(0, dtype=np.intp)
             genres = [split_genres(rows[i][3]) for i in order]
+            by_id = np.argsort(ids, kind="stable")
             snap = PopularitySnapshot(
                 movie_ids=ids[order], scores=scores[order], counts=counts[order],
                 titles=[rows[i][1] for i in order], years=[rows[i][2] for i in order], genres=genres,
                 genres_lower=[frozenset(g.lower() for g in gs) for gs in genres], computed_at=time.time(),
+                ids_sorted=ids[by_id], counts_sorted=counts[by_id],
             )
             self.snapshot = snap
         del rows
         release_free_memory()  # the query's rows, once per refresh (app.memory)
         return snap
+
+    def counts(self, movie_ids: list[int]) -> list[int]:
+        """How many ratings each of ``movie_ids`` has (0 for unrated movies), as of the last refresh."""
+        snap = self.snapshot or self.refresh()
+        rows, found = lookup_rows(snap.ids_sorted, np.asarray(movie_ids, dtype=np.int64))
+        return np.where(found, snap.counts_sorted[rows], 0).tolist()
 
     def top(self, n: int, genre: str | None = None, min_year: int | None = None,
             exclude: set[int] | None = None) -> list[dict[str, Any]]:

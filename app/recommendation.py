@@ -28,6 +28,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import repository
+from .explain import Reason, explain_rows
 from .metrics import Metrics
 from .model_registry import ServingState
 from .personalize import resolve_user
@@ -49,7 +50,7 @@ class UnknownMovieError(LookupError):
 
 @dataclass(slots=True)
 class ScoredMovie:
-    """A movie in a ranked list with its score (``ratings_count`` only in popularity lists)."""
+    """A movie in a ranked list with its score; ``because`` only when an explanation was asked for."""
 
     movie_id: int
     title: str | None
@@ -57,10 +58,14 @@ class ScoredMovie:
     genres: list[str]
     score: float
     ratings_count: int | None = None
+    because: list[Reason] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"movie_id": self.movie_id, "title": self.title, "year": self.year, "genres": self.genres,
-                "score": self.score, "ratings_count": self.ratings_count}
+        out = {"movie_id": self.movie_id, "title": self.title, "year": self.year, "genres": self.genres,
+               "score": self.score, "ratings_count": self.ratings_count}
+        if self.because is not None:  # the key is absent, not null, when no explanation was asked for
+            out["because"] = self.because
+        return out
 
 
 @dataclass(frozen=True)
@@ -110,12 +115,13 @@ class PredictionBatch:
 
 
 def recommend(state: ServingState | None, popularity: Popularity, user_id: int, ratings: UserRatings, n: int,
-              filters: Filters, metrics: Metrics | None = None) -> RecommendationResult:
+              filters: Filters, metrics: Metrics | None = None, explain: bool = False) -> RecommendationResult:
     """The user's top ``n`` movies passing ``filters`` among those they have not rated.
 
     ``ratings`` are the user's current ratings (what to exclude, and what to fold in when the
     trained factors are missing or out of date). Ranked by the model when it can place the user,
-    else by popularity (also when no model is loaded: ``state`` None).
+    else by popularity (also when no model is loaded: ``state`` None). ``explain``: each item
+    carries the rated movies that raised its score most (:mod:`app.explain`; none for popularity).
     """
     if state is not None:
         model = state.model
@@ -125,13 +131,18 @@ def recommend(state: ServingState | None, popularity: Popularity, user_id: int, 
             _disallow(model, allowed, ratings.movie_ids)
             if filters.exclude:
                 _disallow(model, allowed, np.fromiter(filters.exclude, dtype=np.int64, count=len(filters.exclude)))
-            rows, scores = model.top_for_user(user, n, allowed)
-            return RecommendationResult(user_id, _scored(state, rows, scores), user.source, True, model.version)
+            rows, scores = state.ranker.top_for_user(user, n, allowed)
+            items = _with_counts(popularity, _scored(state, rows, scores))
+            if explain:
+                reasons = explain_rows(model, state.catalogue, ratings.movie_ids, ratings.ratings, rows)
+                for item, because in zip(items, reasons, strict=True):
+                    item.because = because
+            return RecommendationResult(user_id, items, user.source, True, model.version)
     excluded = set(filters.exclude)
     excluded.update(ratings.movie_ids.tolist())
     top = popularity.top(n, genre=filters.genre, min_year=filters.min_year, exclude=excluded)
-    return RecommendationResult(user_id, [ScoredMovie(**item) for item in top], "popularity", False,
-                                state.model.version if state is not None else None)
+    return RecommendationResult(user_id, [ScoredMovie(**item, because=[] if explain else None) for item in top],
+                                "popularity", False, state.model.version if state is not None else None)
 
 
 def _disallow(model: LoadedModel, allowed: np.ndarray, movie_ids: np.ndarray) -> None:
@@ -144,7 +155,8 @@ def _disallow(model: LoadedModel, allowed: np.ndarray, movie_ids: np.ndarray) ->
 # -- similar -----------------------------------------------------------------------------------
 
 
-def similar(state: ServingState, sessions: sessionmaker[Session], movie_id: int, n: int) -> SimilarResult:
+def similar(state: ServingState, sessions: sessionmaker[Session], movie_id: int, n: int,
+            popularity: Popularity | None = None) -> SimilarResult:
     """The ``n`` movies nearest to ``movie_id`` by cosine similarity of the learned factors."""
     model = state.model
     row = model.movie_row(movie_id)
@@ -153,8 +165,9 @@ def similar(state: ServingState, sessions: sessionmaker[Session], movie_id: int,
             if repository.get_movie(session, movie_id) is None:
                 raise UnknownMovieError(f"movie {movie_id} not found")
         raise UnknownMovieError(f"movie {movie_id} is not in model version {model.version} (added after training)")
-    rows, scores = model.similar(row, n, state.catalogue.allowed_mask())
-    return SimilarResult(movie_id, _scored(state, rows, scores), model.version)
+    rows, scores = state.ranker.similar(row, n, state.catalogue.allowed_mask())
+    items = _scored(state, rows, scores)
+    return SimilarResult(movie_id, _with_counts(popularity, items), model.version)
 
 
 # -- predict -----------------------------------------------------------------------------------
@@ -241,6 +254,15 @@ def users_from_db(state: ServingState, sessions: sessionmaker[Session], user_ids
 
 
 # -- items -------------------------------------------------------------------------------------
+
+
+def _with_counts(popularity: Popularity | None, items: list[ScoredMovie]) -> list[ScoredMovie]:
+    """``items`` with their ratings counts filled in (from the cached popularity table: no query)."""
+    if popularity is None:  # the recommendation layer used on its own, without the app's popularity table
+        return items
+    for item, count in zip(items, popularity.counts([item.movie_id for item in items]), strict=True):
+        item.ratings_count = count
+    return items
 
 
 def _scored(state: ServingState, rows: np.ndarray, scores: np.ndarray) -> list[ScoredMovie]:

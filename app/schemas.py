@@ -92,7 +92,26 @@ class MovieItem(BaseModel):
     year: int | None
     genres: list[str]
     score: float = Field(description="Ranking score: higher is better; comparable only within one list.")
-    ratings_count: int | None = Field(None, description="Number of ratings (popularity lists only).")
+    ratings_count: int | None = Field(
+        None, description="Number of ratings in the database (as of the last popularity refresh).")
+
+
+class Reason(BaseModel):
+    """A movie the user rated that raised a recommended movie's ranking score."""
+
+    movie_id: int
+    title: str | None
+    weight: float = Field(gt=0, description="How much the user's rating of it raised the ranking score (the units "
+                                            "of `score`, 4 significant digits).")
+
+
+class ExplainedMovieItem(MovieItem):
+    """A recommended movie with the ratings it was recommended because of (``explain=true``)."""
+
+    because: list[Reason] | None = Field(
+        None, max_length=3,
+        description="explain=true only: up to 3 of the user's rated movies that contributed most to this "
+                    "movie's score, largest first (empty when none raised it, e.g. popularity).")
 
 
 _ITEM_EXAMPLE = {"movie_id": 50, "title": "Star Wars", "year": 1977, "genres": ["Action", "Sci-Fi"], "score": 2.31}
@@ -117,7 +136,7 @@ class Recommendation(BaseModel):
     source: Literal["model", "fold_in", "popularity"] = Field(
         description="model: trained factors; fold_in: factors solved from the user's current ratings; "
                     "popularity: nothing known about the user.")
-    items: list[MovieItem]
+    items: list[ExplainedMovieItem]
     request_id: str = RequestIdField
     served_by: Literal["current", "candidate"] = ServedByField
 

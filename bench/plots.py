@@ -84,27 +84,56 @@ def speed(res: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def _latency_bars(ax, rows: list[dict], bars: list[tuple[str, str, str]], labels: list[str], xlabel: str,
+                  title: str) -> None:
+    """Horizontal latency bars (log scale), one group per row, one bar per ``(key, color, label)``."""
+    y = np.arange(len(rows))
+    height = 0.8 / len(bars)
+    for i, (key, color, label) in enumerate(bars):
+        ax.barh(y + (i - (len(bars) - 1) / 2) * height, [r[key] for r in rows], height=height, color=color,
+                label=label)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _save(fig, out: Path, title: str) -> None:
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    _plt().close(fig)
+
+
 def serving(res: dict, out: Path) -> None:
     plt = _plt()
     conns = sorted({r["connections"] for r in res["results"]})
     fig, axes = plt.subplots(1, len(conns), figsize=(7 * len(conns), 5.5), squeeze=False)
     for ax, c in zip(axes[0], conns, strict=True):
         rows = [r for r in res["results"] if r["connections"] == c]
-        y = np.arange(len(rows))
-        for off, pct, color in ((-0.27, "p50_ms", "tab:green"), (0.0, "p90_ms", "tab:orange"),
-                                (0.27, "p99_ms", "tab:red")):
-            ax.barh(y + off, [r[pct] for r in rows], height=0.27, color=color, label=pct.replace("_ms", ""))
-        ax.set_yticks(y, [f"{r['scenario']}\n{r['rps']:.0f} req/s" for r in rows], fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xscale("log")
-        ax.set_xlabel("latency (ms, log scale)")
-        ax.set_title(f"{c} connection(s), {rows[0]['duration_s']:g} s each")
-        ax.grid(True, axis="x", which="both", alpha=0.3)
-        ax.legend()
-    fig.suptitle("movierec serve (1 uvicorn worker) under wrk, beside a bare FastAPI endpoint")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+        _latency_bars(ax, rows, [("p50_ms", "tab:green", "p50"), ("p90_ms", "tab:orange", "p90"),
+                                 ("p99_ms", "tab:red", "p99")],
+                      [f"{r['scenario']}\n{r['rps']:.0f} req/s" for r in rows], "latency (ms, log scale)",
+                      f"{c} connection(s), {rows[0]['duration_s']:g} s each")
+    _save(fig, out, "movierec serve (1 uvicorn worker) under wrk, beside a bare FastAPI endpoint")
+
+
+def ann(res: dict, out: Path) -> None:
+    """Per synthetic model: exact and ANN latency of each question (p50 and p99), recall@10 in the labels."""
+    plt = _plt()
+    parts = res["product"]
+    fig, axes = plt.subplots(1, len(parts), figsize=(7 * len(parts), 5), squeeze=False)
+    for ax, p in zip(axes[0], parts, strict=True):
+        rows = p["rows"]
+        _latency_bars(ax, rows, [("exact_p50_ms", "tab:gray", "exact p50"), ("exact_p99_ms", "silver", "exact p99"),
+                                 ("ann_p50_ms", "tab:blue", "ANN p50"), ("ann_p99_ms", "lightsteelblue", "ANN p99")],
+                      [f"{r['case']}\nrecall@10 {r['recall_at_10']:.3f}" for r in rows],
+                      "latency per query (ms, log scale, one thread, in-process)",
+                      f"{p['movies']:,} movies, k=64, {p['structure']} factors (build {p['build_s']:.0f} s)")
+    _save(fig, out, "exact scoring vs the ANN index (bench/ann.py)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="plot the *-quick results")
     args = ap.parse_args(argv)
     suffix = "-quick" if args.quick else ""
-    for part, fn in (("accuracy", accuracy), ("speed", speed), ("serving", serving)):
+    for part, fn in (("accuracy", accuracy), ("speed", speed), ("serving", serving), ("ann", ann)):
         src = C.RESULTS / f"{part}{suffix}.json"
         if not src.is_file():
             print(f"{src.name}: missing, no plot (run `python -m bench.{part}{' --quick' if suffix else ''}`)")

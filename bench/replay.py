@@ -13,7 +13,9 @@ a later-rated movie is relevant).
 ``python -m bench.replay`` builds everything in ``var/bench-replay/`` (database of the earlier
 ratings, two versions trained by ``movierec train``: the default recipe and a deliberately weak
 one), starts ``movierec serve``, replays, prints the figures and writes
-``bench/results/replay.{md,json}``. ``--url`` replays against a server you prepared yourself.
+``bench/results/replay.{md,json}``. ``--prepare-only`` builds the database and the versions and
+prints how to serve them; ``--url`` then replays against that server (its database must hold the
+earlier ratings only, or the later ones are already rated and can never be recommended).
 The functions below take an ``httpx.Client`` (the test drives them through a TestClient).
 """
 
@@ -234,6 +236,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="training options of the weak version (default: rating loss only, no ranking term)")
     ap.add_argument("--users", type=int, default=0, help="replay only the first N users (0: all)")
     ap.add_argument("--save", default="replay", help="results go to bench/results/SAVE.{md,json} (full runs only)")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="build the database and the two versions in var/bench-replay, print how to serve them "
+                         "and replay with --url, and stop")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     data, folder = _load_ml100k()
@@ -262,6 +267,12 @@ def main(argv: list[str] | None = None) -> None:
         print("preparing: database of the earlier ratings, two versions ...", flush=True)
         strong, weak = _prepare(WORK, env, log, early, folder, weak_args)
         roles = {strong: "strong (current)", weak: "weak (candidate)"}
+        if args.prepare_only:
+            settings = f"MOVIEREC_DATABASE_URL={env['MOVIEREC_DATABASE_URL']} MOVIEREC_MODEL_STORE={store_root}"
+            print(f"version {strong} (strong) is current, version {weak} (weak) the candidate for 50 % of users.\n"
+                  f"serve:  {settings} movierec serve --port 8000\n"
+                  f"replay: {settings} python -m bench.replay --url http://127.0.0.1:8000")
+            return
         from bench.serving import Server
 
         server = Server([sys.executable, "-c", "from cli import main; main()", "serve", "--host", "127.0.0.1",

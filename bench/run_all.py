@@ -1,6 +1,6 @@
 """``make bench``: every part in sequence, each in its own process, then the plots and the report.
 
-usage: python -m bench.run_all [--quick] [--parts accuracy speed serving] [--skip-postgres]
+usage: python -m bench.run_all [--quick] [--parts accuracy speed serving ann] [--skip-postgres]
 
 Prints each part's table as it finishes, then writes ``bench/results/summary.md`` (all tables, with
 each part's wall-clock time) and copies it between the markers
@@ -23,7 +23,7 @@ if __package__ in (None, ""):
 from bench import common as C
 
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-PARTS = ("accuracy", "speed", "serving")
+PARTS = ("accuracy", "speed", "serving", "ann")
 DOC = C.ROOT / "docs" / "benchmarks.md"
 
 

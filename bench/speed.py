@@ -1,6 +1,11 @@
 """Part 2 -- training speed and peak memory on synthetic MovieLens-shaped data (bench/synthetic.py).
 
 usage: python -m bench.speed [--quick] [--sizes 1e6 5e6 25e6] [--surprise-max 5e6] [--factors 50]
+                            [--torch-max 5e6] [--only SYSTEM ...]
+
+Rows of ours: the numba engine (every core, 1 thread, the thread sweep 2/4/8/16 up to the core
+count), the torch engine on the CPU and on CUDA (when torch sees a GPU; bench/gpu.py has every GPU
+row), and a 2-process distributed job (torchrun, gloo, rows sharded, each process half the cores).
 
 Every (system, size) runs in its own fresh Python process; its peak resident memory is that
 child's ``ru_maxrss`` (``os.wait4`` on its pid: the per-child form of getrusage(RUSAGE_CHILDREN)),
@@ -36,11 +41,21 @@ if __package__ in (None, ""):
 
 from bench import common as C
 
-OURS = {  # name: (threads, extra FitParams); threads 0 = every core
-    "ours dot": (0, {}),
-    "ours dot, 1 thread": (1, {}),
-    "ours dot, every rating ranked": (0, {"rank_sample": 1.0}),
+OURS = {  # name: (threads, extra FitParams, engine as "device/engine"); threads 0 = every core
+    "ours dot": (0, {}, "cpu/numba"),
+    "ours dot, 1 thread": (1, {}, "cpu/numba"),
+    "ours dot, every rating ranked": (0, {"rank_sample": 1.0}, "cpu/numba"),
+    # the thread sweep (rows above the core count are skipped)
+    **{f"ours dot, {t} threads": (t, {}, "cpu/numba") for t in (2, 4, 8, 16)},
+    "ours dot, torch engine (CPU)": (0, {}, "cpu/torch"),
+    "ours dot, torch engine (CUDA)": (0, {}, "cuda/torch"),
+    # a distributed job on this machine: 2 processes (gloo), each with half the cores, rows sharded
+    "ours dot, 2 processes (gloo)": (0, {}, "cpu/torch"),
 }
+#: Rows that are a torchrun job of this many processes.
+DISTRIBUTED = {"ours dot, 2 processes (gloo)": 2}
+#: Rows that need more than this machine may have: (what, test).
+TORCH_ROWS = ("ours dot, torch engine (CPU)", "ours dot, torch engine (CUDA)", *DISTRIBUTED)
 SYSTEMS = ("data only", *OURS, "naive torch sparse Adam bs 8192", "Surprise SVD")
 NAIVE = "naive torch sparse Adam bs 8192"
 REF = {  # quoted from the issue: 2 cores, 5M ratings, k=50 (not measured here)
@@ -61,9 +76,12 @@ def _load(n: int) -> tuple[dict, int, int, object]:
     return d, int(d["n_users"]), int(d["n_movies"]), np
 
 
-def worker(system: str, n: int, epochs: int, factors: int, threads: int = 0) -> dict:
+def worker(system: str, n: int, epochs: int, factors: int, threads: int = 0) -> dict | None:
+    """One row's figures (None on the ranks other than 0 of a distributed row)."""
     if system in OURS:  # before torch and numba start their thread pools
-        os.environ["MOVIEREC_TRAIN_THREADS"] = str(OURS[system][0] or os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+        wanted = OURS[system][0] or max(1, cores // DISTRIBUTED.get(system, 1))
+        os.environ["MOVIEREC_TRAIN_THREADS"] = str(wanted)
     import torch  # every worker imports torch, so the floors compare
 
     if threads > 0 and system not in OURS:
@@ -74,20 +92,37 @@ def worker(system: str, n: int, epochs: int, factors: int, threads: int = 0) -> 
         return out
     if system in OURS:
         from trainer.data import Ratings
-        from trainer.fit import FitParams, fit
+        from trainer.fit import FitParams, fit, resolve
 
         ratings = Ratings(d["user"], d["movie"], d["rating"], np.broadcast_to(np.int64(0), (n,)),
                           np.arange(n_users, dtype=np.int64), np.arange(n_movies, dtype=np.int64))
         params = FitParams(model="dot", factors=factors, epochs=epochs, seed=0, **OURS[system][1])
         out["config"] = {k: v for k, v in params.to_dict().items() if k not in ("y_range", "hidden")}
+        device, kind = OURS[system][2].split("/")
+        engine = resolve(device, kind)
         t0 = time.perf_counter()
-        _, hist = fit(ratings, params)
+        if system in DISTRIBUTED:
+            import torch.distributed as dist
+
+            from trainer.fit.sharded import sharded_fit
+
+            dist.init_process_group("gloo")
+            _, hist = sharded_fit(ratings, params, engine=engine)
+            rank = dist.get_rank()
+            dist.destroy_process_group()
+            if rank:
+                return None
+        else:
+            _, hist = fit(ratings, params, engine=engine)
+        if device == "cuda":
+            out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         out["call_s"] = time.perf_counter() - t0
         out["train_s"] = sum(hist.seconds)
         out["setup_s"] = out["call_s"] - out["train_s"]
         out["epoch_s_trainer"] = list(hist.seconds)
         out["final_loss"] = hist.loss[-1]
-        out["threads"] = hist.threads
+        out["threads"] = hist.threads * hist.world_size
+        out["engine"] = hist.engine + (f" x {hist.world_size} processes" if hist.world_size > 1 else "")
     elif system == NAIVE:
         out.update(_naive(d, n_users, n_movies, n, epochs, factors))
     elif system == "Surprise SVD":
@@ -155,7 +190,9 @@ def run_child(system: str, n: int, epochs: int, factors: int, timeout: float, th
     args = json.dumps({"system": system, "n": n, "epochs": epochs, "factors": factors, "threads": threads})
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "bench.speed", "--worker", args], cwd=C.ROOT, stdout=out,
+        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                     f"--nproc-per-node={DISTRIBUTED[system]}"] if system in DISTRIBUTED else [sys.executable])
+        proc = subprocess.Popen([*launcher, "-m", "bench.speed", "--worker", args], cwd=C.ROOT, stdout=out,
                                 stderr=err, env={**os.environ, "PYTHONPATH": str(C.ROOT),
                                                  # what `movierec train` sets (trainer/cli.py)
                                                  "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT", "100000")})
@@ -186,7 +223,27 @@ def run_child(system: str, n: int, epochs: int, factors: int, timeout: float, th
 # ------------------------------------------------------------------------------------- driver
 
 
-def run(sizes: list[int], surprise_max: int, factors: int, timeout: float, threads: int = 0) -> dict:
+def unavailable(system: str, n: int, torch_max: int) -> str | None:
+    """Why ``system`` does not run at ``n`` ratings here (None: it runs)."""
+    cores = os.cpu_count() or 1
+    wanted = OURS.get(system, (0,))[0]
+    if wanted > cores:
+        return f"{system}: not run, this machine has {cores} cores"
+    if system == "ours dot, torch engine (CUDA)":
+        import torch
+
+        if not torch.cuda.is_available():
+            return f"{system}: not run, no CUDA GPU here (bench/gpu.py has every GPU row)"
+    if system in TORCH_ROWS and "CUDA" not in system and n > torch_max:
+        return (f"{system} at {n:,} ratings: not run (--torch-max {torch_max:,}); the torch engine on a CPU is the "
+                "GPU's code path for tests, several times slower than numba there")
+    if system in DISTRIBUTED and DISTRIBUTED[system] > cores:
+        return f"{system}: not run, fewer cores than processes"
+    return None
+
+
+def run(sizes: list[int], surprise_max: int, factors: int, timeout: float, threads: int = 0,
+        torch_max: int = 5_000_000) -> dict:
     from bench.synthetic import cached, shape_for
 
     t_start = time.perf_counter()
@@ -204,6 +261,11 @@ def run(sizes: list[int], surprise_max: int, factors: int, timeout: float, threa
         for system in SYSTEMS:
             if system in OURS and why:
                 res["skipped"].append(f"ours at {n}: trainer not importable ({why})")
+                continue
+            why_not = unavailable(system, n, torch_max)
+            if why_not:
+                if why_not not in res["skipped"]:
+                    res["skipped"].append(why_not)
                 continue
             if system == "Surprise SVD" and n > surprise_max:
                 res["skipped"].append(
@@ -252,7 +314,8 @@ def render(res: dict) -> str:
             load = f"{r['load_avg_1m_start']:.1f} → {r['load_avg_1m_end']:.1f}" if "load_avg_1m_end" in r else ""
             if "epoch_s_trainer" in r:
                 extra = ("epochs " + ", ".join(f"{s:.2f}" for s in r["epoch_s_trainer"])
-                         + f" s; set-up {r['setup_s']:.1f} s")
+                         + f" s; set-up {r['setup_s']:.1f} s; {r.get('engine', '')}"
+                         + (f"; peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else ""))
             table.append([
                 f"{n:,}", system, r["epochs"] if rate else "–",
                 f"{r['train_s'] / r['epochs']:.2f}" if rate else "–",
@@ -297,15 +360,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--surprise-max", type=float, default=5e6, help="largest size Surprise SVD runs at")
     ap.add_argument("--factors", type=int, default=50)
     ap.add_argument("--timeout", type=float, default=600, help="seconds per (system, size) process")
+    ap.add_argument("--torch-max", type=float, default=5e6,
+                    help="largest size the torch engine on the CPU (and the distributed job) runs at")
+    ap.add_argument("--only", nargs="+", help="run only these systems (names as in the table)")
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="threads of the naive torch loop (default 0: torch's own choice, every core)")
     args = ap.parse_args(argv)
     if args.worker:
         a = json.loads(args.worker)
-        print(json.dumps(worker(a["system"], a["n"], a["epochs"], a["factors"], a.get("threads", 0))), flush=True)
+        row = worker(a["system"], a["n"], a["epochs"], a["factors"], a.get("threads", 0))
+        if row is not None:
+            print(json.dumps(row), flush=True)
         return
     sizes = [200_000, 1_000_000] if args.quick else [int(s) for s in args.sizes]
-    res = run(sizes, int(args.surprise_max), args.factors, args.timeout, args.torch_threads)
+    global SYSTEMS
+    if args.only:
+        SYSTEMS = tuple(s for s in SYSTEMS if s in args.only)
+    res = run(sizes, int(args.surprise_max), args.factors, args.timeout, args.torch_threads, int(args.torch_max))
     text = render(res)
     C.save_part("speed", args.quick, text, res)
 

@@ -28,9 +28,11 @@ def safe_url(url: str) -> str:
 @contextmanager
 def database_errors(url: str) -> Iterator[None]:
     """Turn database failures into one clear line naming the (password-masked) URL."""
+    from movierec.db.engine import DatabaseError
+
     try:
         yield
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, DatabaseError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise fail(f"database {safe_url(url)}: {reason}") from None
 

@@ -138,14 +138,16 @@ class ModelStore:
         return versions[-1]
 
     def candidate(self) -> Candidate | None:
-        """The candidate pointer, or None when there is none (or it names a version no longer here,
-        or is unreadable: serving CURRENT to everybody is the safe reading)."""
+        """The candidate pointer, or None when there is none (or it is unreadable, or names a version
+        no longer here or the current one: serving CURRENT to everybody is the safe reading)."""
         try:
             data = json.loads((self.root / CANDIDATE_FILE).read_text(encoding="utf-8"))
             candidate = Candidate(int(data["version"]), float(data["share"]), str(data["salt"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if not 0.0 <= candidate.share <= 1.0 or candidate.version not in self.versions():
+            return None
+        if candidate.version == self.current_version():  # e.g. `models use N` or a rollback onto it
             return None
         return candidate
 
@@ -249,8 +251,12 @@ class ModelStore:
         manifest: Mapping[str, Any],
         extra_files: Callable[[Path], None] | None = None,
         keep: int | None = None,
+        make_current: bool = True,
     ) -> int:
         """Write a new version atomically and make it current; return its number.
+
+        With ``make_current=False`` the served version stays what it was (a version to try as a
+        candidate first); in an empty store the new version is served anyway, as the only one.
 
         ``manifest`` gets ``format_version``, ``version``, ``weights_sha256`` and ``created_at``
         filled in. ``extra_files(directory)`` may write more files (report PNGs) into the version
@@ -261,6 +267,7 @@ class ModelStore:
         arrays = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
         with self.lock():
             self._remove_stale_tmp()
+            previous = self.current_version()
             version = self._next_version()
             tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.root))
             try:
@@ -289,7 +296,8 @@ class ModelStore:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            self._write_current(version)
+            # Without a CURRENT file the highest version is served: pin the previous one explicitly.
+            self._write_current(version if make_current or previous is None else previous)
             if keep is not None:
                 self._prune(keep)
         return version

@@ -4,8 +4,10 @@ Importing this module is cheap (typer only): torch, numpy-heavy modules and SQLA
 imported inside :func:`train`, so the rest of the CLI starts fast.
 
 Exit codes: 0 published; 1 failure (bad data, store or database error); 2 no data;
-3 refused by the quality gate; 4 training diverged (NaN loss). Expected failures print one line
-``error: ...`` on stderr, never a traceback.
+3 refused by the quality gate; 4 training diverged (NaN loss); 5 the device asked for is not
+available (``--device cuda`` without a GPU); 6 the processes of a distributed job disagree on the
+ratings or parameters (stopped before training); 7 a process of a distributed job failed (nothing
+published). Expected failures print one line ``error: ...`` on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,22 @@ from typing import Annotated, Optional
 import typer
 
 from movierec.progress import Progress, Task
+
+
+class Device(str, Enum):
+    """Where the ``dot`` step runs (``trainer.fit.engine``)."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class EngineKind(str, Enum):
+    """What computes the ``dot`` step: numba kernels (CPU) or torch ops (any device)."""
+
+    auto = "auto"
+    numba = "numba"
+    torch = "torch"
 
 
 class ModelKind(str, Enum):
@@ -46,8 +64,20 @@ def train(
     source: Annotated[Optional[Path], typer.Option(
         help="Train from a MovieLens directory or u.data file instead of the database.")] = None,
     store: Annotated[Optional[Path], typer.Option(help="Model store (default MOVIEREC_MODEL_STORE).")] = None,
+    device: Annotated[Device, typer.Option(help=(
+        "auto: a GPU when torch sees one (torch engine), else the CPU (numba); cuda without a GPU is an "
+        "error (exit 5)."))] = Device.auto,
+    engine: Annotated[EngineKind, typer.Option(help=(
+        "auto: numba on the CPU, torch on a GPU; torch on the CPU runs the GPU's code (slower than numba)."))] =
+    EngineKind.auto,
+    nproc: Annotated[int, typer.Option(min=1, help=(
+        "Processes of a distributed job on this machine (one per GPU, or per CPU socket): rows sharded over "
+        "them, torch.distributed; across machines use torchrun (docs/trainer.md)."))] = 1,
     bpr_weight: Annotated[Optional[float], typer.Option(
         min=0.0, hidden=True, help="Deprecated: the old name of --rank-weight.")] = None,
+    candidate: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, help="Publish as the candidate version serving this share of users (0..1) "
+                               "instead of making it current.")] = None,
 ) -> None:
     """Train a model on all ratings, evaluate it against baselines, and publish it if it passes the gate."""
     import os
@@ -72,9 +102,43 @@ def train(
                                      param_hint="--bpr-weight")
         typer.echo("warning: --bpr-weight is deprecated, use --rank-weight", err=True)
         rank_weight = bpr_weight
+    from trainer.distributed import in_worker, launched_bare
+
+    if launched_bare():
+        typer.echo("error: movierec train was started as one process of a torchrun job: every process would "
+                   "publish on its own; run `torchrun ... -m trainer.distributed [train options]` instead", err=True)
+        raise typer.Exit(1)
+    if nproc > 1 and not in_worker():
+        from trainer.distributed import RankFailedError, launch
+        from trainer.fit import DeviceUnavailableError, resolve
+
+        try:  # fail here, once, rather than in every process
+            if engine == EngineKind.numba:
+                raise DeviceUnavailableError("a distributed job (--nproc) trains with the torch engine, not numba")
+            resolve(device.value, "torch", model.value, cuda_index=nproc - 1)  # one GPU per process
+        except TrainerError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        forwarded = _forward(model=model.value, factors=factors, epochs=epochs, lr=lr, wd=wd, batch_size=batch_size,
+                             rank_weight=rank_weight, rank_sample=rank_sample, seed=seed, force=force,
+                             tolerance=tolerance, source=source, store=store, device=device.value,
+                             engine=engine.value, candidate=candidate)
+        from movierec.settings import get_settings
+        from movierec.store import ModelStore
+
+        models = ModelStore(store or get_settings().model_store)
+        before = models.versions() if models.root.exists() else []
+        code = launch(nproc, forwarded)  # prints its own line when a process failed
+        if code == RankFailedError.exit_code:
+            after = models.versions() if models.root.exists() else []
+            typer.echo("error: " + ("nothing was published" if after == before else
+                                    f"rank 0 had finished and published version {max(after)}"), err=True)
+        if code:
+            raise typer.Exit(code)
+        return
     try:
         _run(model.value, factors, epochs, lr, wd, batch_size, rank_weight, seed, force, tolerance, source, store,
-             rank_sample)
+             rank_sample, device.value, engine.value, candidate)
     except TrainerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -91,13 +155,28 @@ def missing_training_packages() -> list[str]:
     return [name for name in TRAINING_PACKAGES if find_spec(name) is None]
 
 
+def _forward(**options: object) -> list[str]:
+    """``options`` as the command line of ``python -m trainer.distributed`` (None: left to its default)."""
+    args: list[str] = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None or value is False:
+            continue
+        args += [flag] if value is True else [flag, str(value)]
+    return args
+
+
 def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, wd: float | None,
          batch_size: int | None, rank_weight: float | None, seed: int, force: bool, tolerance: float | None,
-         source: Path | None, store_path: Path | None, rank_sample: float | None = None) -> None:
+         source: Path | None, store_path: Path | None, rank_sample: float | None = None, device: str = "auto",
+         engine: str = "auto", candidate: float | None = None) -> None:
     from movierec.settings import get_settings
     from movierec.store import ModelStore
+    from functools import partial
+
     from trainer.data import load_db, load_files
-    from trainer.fit import defaults_for
+    from trainer.distributed import in_worker, run_rank
+    from trainer.fit import defaults_for, fit, resolve
     from trainer.gate import DEFAULT_TOLERANCE
     from trainer.pipeline import train_and_publish
 
@@ -120,9 +199,22 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
         where = "database"
     with Progress() as progress:
         report = _Reporter(progress)
-        result = train_and_publish(load, store, params, force=force,
-                                   tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
-                                   keep=settings.keep_versions, progress=report.epoch, log=report.log, source=where)
+
+        def run(fitter):  # type: ignore[no-untyped-def]
+            return train_and_publish(load, store, params, force=force,
+                                     tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
+                                     keep=settings.keep_versions, progress=report.epoch, log=report.log,
+                                     source=where, fitter=fitter,
+                                     candidate_share=candidate, ann_min_movies=settings.ann_min_movies)
+
+        if in_worker():
+            result = run_rank(load, params, device, run, report.log)
+            if result is None:  # a rank other than 0: rank 0 publishes and reports
+                return
+        else:
+            chosen = resolve(device, engine, kind)
+            report.log(f"engine: {chosen.kind} on {chosen.device}")
+            result = run(partial(fit, engine=chosen))
     m = result.manifest["metrics"]
     typer.echo(f"published version {result.version} to {store.root} "
                f"(rmse {m.get('rmse', float('nan')):.4f}, ndcg@10 {m.get('ndcg@10', float('nan')):.4f}, "

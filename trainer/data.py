@@ -130,55 +130,34 @@ def _read_titles(folder: Path) -> dict[int, str]:
     return titles
 
 
-def load_db(url: str, chunk: int = DEFAULT_CHUNK, with_titles: bool = True) -> Ratings:
-    """Stream all ratings from the database at ``url`` into preallocated numpy arrays.
+def load_db(url: str, chunk: int = DEFAULT_CHUNK, with_titles: bool = True, workers: int = 2) -> Ratings:
+    """All ratings of the database at ``url`` as :class:`Ratings`.
 
-    Uses SQLAlchemy Core with ``stream_results``/``yield_per`` (a server-side cursor on
-    PostgreSQL) and fills arrays sized from ``COUNT(*)``, so peak memory is the arrays plus one
-    chunk of Python tuples, never an ORM object per row. If rows are added while streaming the
-    arrays grow; the snapshot records what was actually read.
+    PostgreSQL 14+ packs the rows server-side and ``workers`` connections read page ranges of the
+    table in one snapshot; SQLite streams ``chunk`` rows per round trip
+    (:func:`movierec.db.ratings_reader.read_all`). Either way there is never a Python object per row.
     """
-    from sqlalchemy import func, select
+    from sqlalchemy import select
     from sqlalchemy.exc import SQLAlchemyError
 
-    from movierec.db.engine import make_engine
-    from movierec.db.schema import Movie, Rating
+    from movierec.db.engine import DatabaseError, make_engine
+    from movierec.db.ratings_reader import read_all
+    from movierec.db.schema import Movie
 
     engine = make_engine(url)
     try:
-        with engine.connect() as conn:
-            expected = int(conn.execute(select(func.count()).select_from(Rating)).scalar_one())
-            cap = max(expected, 1)
-            users = np.empty(cap, np.int64)
-            movies = np.empty(cap, np.int64)
-            values = np.empty(cap, np.float32)
-            times = np.empty(cap, np.int64)
-            filled = 0
-            query = select(Rating.user_id, Rating.movie_id, Rating.rating, Rating.rated_at)
-            result = conn.execution_options(stream_results=True, yield_per=chunk).execute(query)
-            for rows in result.partitions(chunk):
-                block = np.array(rows, dtype=np.float64)  # one C-level conversion per chunk
-                k = block.shape[0]
-                if filled + k > cap:  # rows inserted since COUNT(*): grow geometrically
-                    cap = max(2 * cap, filled + k)
-                    users, movies = np.resize(users, cap), np.resize(movies, cap)
-                    values, times = np.resize(values, cap), np.resize(times, cap)
-                users[filled:filled + k] = block[:, 0]
-                movies[filled:filled + k] = block[:, 1]
-                values[filled:filled + k] = block[:, 2]
-                # float64 holds epoch seconds exactly (< 2**53)
-                times[filled:filled + k] = block[:, 3]
-                filled += k
-            titles: dict[int, str] = {}
-            if with_titles and filled:
+        columns = read_all(engine, workers=workers, chunk=chunk)
+        titles: dict[int, str] = {}
+        if with_titles and len(columns):
+            with engine.connect() as conn:
                 titles = dict(conn.execute(select(Movie.id, Movie.title)).tuples().all())
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, DatabaseError) as exc:
         raise TrainerError(f"cannot read ratings from the database: {exc.__class__.__name__}: {exc}") from exc
     finally:
         engine.dispose()
-    if filled == 0:
+    if len(columns) == 0:
         raise NoDataError("no ratings to train on: the ratings table is empty (load data first)")
-    return from_raw(users[:filled], movies[:filled], values[:filled], times[:filled], titles)
+    return from_raw(columns.user_id, columns.movie_id, columns.rating, columns.rated_at, titles)
 
 
 def _newest_past(rated_at: np.ndarray) -> int | None:

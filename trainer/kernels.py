@@ -7,7 +7,7 @@ sparse update needs ``unique`` (a sort) per table per step; on 2 cores that loop
 0.3-0.5M ratings/s, and 2 OpenMP threads made it *slower* (the ops are too small to split). Here
 each kernel does its whole part of the step in one pass per row, the three matrix products of
 the sampled softmax stay BLAS calls through torch, and the sparse update finds the rows a batch
-touched with a slot table instead of a sort.
+touched with a slot table instead of a sort, each thread for its own rows.
 
 Determinism: every ``prange`` loop writes only its own rows, and gradients of a table row
 that several ratings share are summed in batch order by the thread that owns that row, so a
@@ -206,72 +206,127 @@ def bpr_rows(movies: np.ndarray, m: np.ndarray, j: np.ndarray, w_inv_b: np.float
     return loss
 
 
-@njit(error_model="numpy", cache=True)
-def touched_rows(index: np.ndarray, slot: np.ndarray, rows: np.ndarray, first: np.ndarray,
-                 inverse: np.ndarray) -> int:
-    """The distinct table rows of ``index`` in order of first appearance (``rows[:n]``; returns n).
-
-    ``inverse[i]`` is the position of ``index[i]`` in ``rows`` and ``first[s]`` the position in
-    ``index`` where ``rows[s]`` first appears. ``slot`` (one entry per table row, -1 = not seen)
-    replaces a sort; :func:`adam_rows` resets it for the next batch.
-    """
-    n = 0
-    for i in range(index.shape[0]):
-        r = index[i]
-        s = slot[r]
-        if s < 0:
-            s = n
-            slot[r] = n
-            rows[n] = r
-            first[n] = i
-            n += 1
-        inverse[i] = s
-    return n
-
-
 @njit(parallel=True, fastmath=_FAST, error_model="numpy", cache=True)
 def adam_rows(table: np.ndarray, m1: np.ndarray, m2: np.ndarray, grad: np.ndarray, acc: np.ndarray,
-              rows: np.ndarray, n: int, first: np.ndarray, inverse: np.ndarray, slot: np.ndarray,
-              b1: np.float32, b2: np.float32, step: np.float32, c2: np.float32, eps: np.float32,
-              tail_from: int, tail_limit: int, threads: int) -> None:
-    """Lazy Adam on the ``n`` rows of ``table`` that a batch touched.
+              index: np.ndarray, slot: np.ndarray, b1: np.float32, b2: np.float32, step: np.float32,
+              c2: np.float32, eps: np.float32, tail_from: int, tail_limit: int, threads: int) -> None:
+    """Lazy Adam on the rows of ``table`` that a batch touched: ``grad[i]`` belongs to row ``index[i]``.
 
-    ``grad[i]`` belongs to row ``rows[inverse[i]]``. Gradients of a row are summed in batch
-    order by the one thread that owns the row (rows are dealt to threads by position), so the
-    sums do not depend on the thread count. Columns from ``tail_from`` on are updated only in
-    rows that one of the first ``tail_limit`` occurrences touched (the movie bias learns from
-    positives, not from sampled negatives, whose gradient there is 0); a row not updated keeps
-    its weights and moments. ``step = lr / (1 - b1^t)``, ``c2 = 1 - b2^t``. Clears the rows'
-    ``slot`` entries afterwards.
+    Rows are dealt to threads by row number (``row % threads``), and each thread finds its own
+    rows' first occurrences in the batch with the slot table (``slot[row]``: -1, or the position
+    of the row's first occurrence, where ``acc`` sums its gradients), so no pass over the batch
+    is serial: finding the touched rows used to be one serial loop per table per step, the part
+    that kept the step from scaling with threads. Gradients of a row are summed in batch order by
+    the one thread that owns the row, so the sums do not depend on the thread count. Columns
+    from ``tail_from`` on are updated only in rows whose first occurrence is one of the first
+    ``tail_limit`` (the movie bias learns from positives, not from sampled negatives, whose
+    gradient there is 0); a row not updated keeps its weights and moments. ``step = lr / (1 - b1^t)``,
+    ``c2 = 1 - b2^t``. Leaves every slot it used at -1 again.
     """
     k = table.shape[1]
+    n = index.shape[0]
     one = _F32(1.0)
     for owner in prange(threads):
-        for i in range(inverse.shape[0]):
-            s = inverse[i]
-            if s % threads == owner:
-                if first[s] == i:
-                    for f in range(k):
-                        acc[s, f] = grad[i, f]
-                else:
-                    for f in range(k):
-                        acc[s, f] += grad[i, f]
-        for s in range(owner, n, threads):
-            ahead = s + PREFETCH_AHEAD * threads
-            if ahead < n:
-                _prefetch_row(table, rows[ahead])
-                _prefetch_row(m1, rows[ahead])
-                _prefetch_row(m2, rows[ahead])
-            r = rows[s]
-            width = k if first[s] < tail_limit else tail_from
+        for i in range(n):
+            r = index[i]
+            if r % threads != owner:
+                continue
+            s = slot[r]
+            if s < 0:
+                slot[r] = i
+                for f in range(k):
+                    acc[i, f] = grad[i, f]
+            else:
+                for f in range(k):
+                    acc[s, f] += grad[i, f]
+        for i in range(n):
+            r = index[i]
+            if r % threads != owner or slot[r] != i:
+                continue
+            ahead = i + PREFETCH_AHEAD * threads  # about PREFETCH_AHEAD of this thread's rows ahead
+            if ahead < n and index[ahead] % threads == owner:
+                _prefetch_row(table, index[ahead])
+                _prefetch_row(m1, index[ahead])
+                _prefetch_row(m2, index[ahead])
+            width = k if i < tail_limit else tail_from
             for f in range(width):
-                g = acc[s, f]
+                g = acc[i, f]
                 mo = b1 * m1[r, f] + (one - b1) * g
                 ve = b2 * m2[r, f] + (one - b2) * g * g
                 m1[r, f] = mo
                 m2[r, f] = ve
                 table[r, f] -= step * mo / (np.sqrt(ve / c2) + eps)
             slot[r] = -1
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(inline="always")
+def _mix(x: np.uint64) -> np.uint64:
+    """splitmix64's finaliser: a counter-based random 64-bit number (the same whatever thread draws it)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(inline="always")
+def _below(seed: np.uint64, counter: np.uint64, bound: np.int64) -> np.int64:
+    """A random integer in [0, bound) from (seed, counter) (64-bit modulo: the bias is < bound / 2^64)."""
+    return np.int64(_mix(seed + counter * _GOLDEN) % np.uint64(bound))
+
+
+#: Ratings per bucket of :func:`random_permutation`: a bucket's shuffle stays in the CPU's L2 cache.
+PERMUTATION_BUCKET = 1 << 14
+#: Chunks the input is cut into (fixed, not per thread, so the permutation does not depend on the threads).
+PERMUTATION_CHUNKS = 256
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def random_permutation(seed: np.int64, out: np.ndarray) -> None:
+    """A uniformly random permutation of ``0..len(out)-1`` into ``out``, in parallel: the epoch's order.
+
+    ``torch.randperm`` is one serial Fisher-Yates pass (at 25M ratings, a fixed cost per epoch
+    that more threads do not shrink). Here every element is sent to a random bucket (a
+    counter-based hash of (seed, element), so the result depends on the seed only, not on the
+    thread count), the buckets are filled by chunks in parallel, and each bucket is shuffled
+    by Fisher-Yates on its own. A uniform bucket per element and a uniform order within each
+    bucket make the whole permutation uniform.
+    """
+    n = out.shape[0]
+    if n == 0:
+        return
+    n_buckets = max(1, n // PERMUTATION_BUCKET)
+    chunks = min(PERMUTATION_CHUNKS, n)
+    s1 = _mix(np.uint64(seed))
+    s2 = _mix(s1 + _GOLDEN)
+    counts = np.zeros((chunks, n_buckets), np.int64)
+    bucket = np.empty(n, np.int32)
+    for c in prange(chunks):
+        for i in range(c * n // chunks, (c + 1) * n // chunks):
+            b = _below(s1, np.uint64(i), n_buckets)
+            bucket[i] = b
+            counts[c, b] += 1
+    starts = np.empty(n_buckets + 1, np.int64)
+    total = 0
+    for b in range(n_buckets):  # bucket-major offsets: chunk c's part of bucket b after chunks < c
+        starts[b] = total
+        for c in range(chunks):
+            here = counts[c, b]
+            counts[c, b] = total
+            total += here
+    starts[n_buckets] = total
+    for c in prange(chunks):
+        fill = counts[c]
+        for i in range(c * n // chunks, (c + 1) * n // chunks):
+            b = bucket[i]
+            out[fill[b]] = i
+            fill[b] += 1
+    for b in prange(n_buckets):
+        lo = starts[b]
+        for j in range(starts[b + 1] - lo - 1, 0, -1):
+            r = _below(s2, np.uint64(lo + j), j + 1)
+            out[lo + j], out[lo + r] = out[lo + r], out[lo + j]
 
 
 @njit(parallel=True, error_model="numpy", cache=True)

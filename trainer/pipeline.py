@@ -17,11 +17,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import movierec
+from movierec import ann_index
 from movierec.store import ModelStore, StoreError
 from trainer import GateRefusedError, NoDataError, TrainerError
 from trainer.data import Ratings
@@ -38,6 +40,9 @@ REFIT = "all ratings: the published model is retrained from scratch on every rat
         "and seed; metrics are held-out estimates from the evaluation fits"
 
 Log = Callable[[str], None]
+#: ``fitter(train, params, valid=..., progress=...)``: how a run trains (:func:`trainer.fit.fit` with an
+#: engine bound, or a distributed job's fit); every fit of a run goes through it.
+Fitter = Callable[..., tuple[Any, Any]]
 
 
 @dataclass
@@ -59,24 +64,33 @@ def evaluation_protocol() -> dict[str, Any]:
     }
 
 
+def training_sets(data: Ratings) -> list[tuple[Ratings, Ratings]]:
+    """The (train, held-out) pairs of a run's fits, in the order they train: the random split, each user's
+    latest ratings, and the refit on everything (nothing held out). A distributed job's ranks other than 0
+    train exactly these, in this order, beside rank 0's :func:`train_and_publish`."""
+    random_mask, latest_mask = random_split(data), latest_split(data)
+    return [(data.subset(~random_mask), data.subset(random_mask)),
+            (data.subset(~latest_mask), data.subset(latest_mask)),
+            (data, data.subset(np.zeros(len(data), bool)))]
+
+
 def evaluate(data: Ratings, params: FitParams, progress: Progress | None = None,
-             log: Log = lambda _m: None) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[float]]]:
+             log: Log = lambda _m: None, fitter: Fitter = fit,
+             ) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[float]]]:
     """Held-out metrics, baseline metrics and the random-split run's curves."""
     metrics: dict[str, Any] = {}
     baselines: dict[str, Any] = {}
-    mask = random_split(data)
-    train, test = data.subset(~mask), data.subset(mask)
+    (train, test), (latest_train, latest_test), _ = training_sets(data)
     log(f"evaluation 1/2: random {RANDOM_TEST_FRACTION:.0%} held out ({len(test)} ratings)")
-    model, history = fit(train, params, valid=test, progress=progress)
+    model, history = fitter(train, params, valid=test, progress=progress)
     if len(test):
         metrics.update(rating_metrics(model.predict(test.user, test.movie), test.rating))
         base = BiasBaseline().fit(train)
         baselines.update({f"{k}": v for k, v in rating_metrics(base.predict(test.user, test.movie), test.rating).items()})
         baselines["rating_baseline"] = "global mean + damped user and movie biases"
-    mask = latest_split(data)
-    train, test = data.subset(~mask), data.subset(mask)
+    train, test = latest_train, latest_test
     log(f"evaluation 2/2: each user's latest {LATEST_TEST_FRACTION:.0%} held out ({len(test)} ratings)")
-    model, _ = fit(train, params, progress=progress)
+    model, _ = fitter(train, params, progress=progress)
     if len(test):
         ranking = ranking_metrics(train, test, model.rank_scores)
         metrics.update({k: v for k, v in ranking.items() if k != "users"})
@@ -91,18 +105,25 @@ def evaluate(data: Ratings, params: FitParams, progress: Progress | None = None,
 def train_and_publish(
     load: Callable[[], Ratings], store: ModelStore, params: FitParams, *, force: bool = False,
     tolerance: float = DEFAULT_TOLERANCE, keep: int | None = None, progress: Progress | None = None,
-    log: Log = lambda _m: None, source: str = "database",
+    log: Log = lambda _m: None, source: str = "database", fitter: Fitter = fit,
+    candidate_share: float | None = None, ann_min_movies: int | None = None,
 ) -> TrainResult:
-    """The whole run. Raises a TrainerError subclass for every expected failure; the store is then unchanged."""
+    """The whole run. Raises a TrainerError subclass for every expected failure; the store is then unchanged.
+
+    With ``candidate_share``, the new version does not become current: it is published and made the
+    candidate serving that share of users (docs/online-metrics.md), after the same quality gate.
+    A catalogue of at least ``ann_min_movies`` movies is published with its ANN indexes
+    (:mod:`movierec.ann_index`), so the API verifies them on load instead of building them.
+    """
     start = time.perf_counter()
     data = load()
     if len(data) < MIN_RATINGS:
         raise NoDataError(f"only {len(data)} ratings: need at least {MIN_RATINGS} to train and evaluate")
     log(f"data: {len(data)} ratings, {data.n_users} users, {data.n_movies} movies (from {source})")
-    metrics, baselines, history = evaluate(data, params, progress, log)
+    metrics, baselines, history = evaluate(data, params, progress, log, fitter)
     _log_metrics(log, metrics, baselines)
     log("refit on all ratings")
-    model, refit_history = fit(data, params, progress=progress)
+    model, refit_history = fitter(data, params, progress=progress)
     tensors = store_tensors(model, data.user_ids, data.movie_ids)
     manifest: dict[str, Any] = {
         "kind": params.model,
@@ -138,11 +159,29 @@ def train_and_publish(
     log(("gate: " if decision.passed else "gate overridden by --force: ") + decision.reason)
     counts = np.bincount(data.movie, minlength=data.n_movies)
     writer = report_writer(history, tensors["movie_factors"], data.movie_ids, counts, data.titles)
+    with_ann = ann_min_movies is not None and data.n_movies >= ann_min_movies
+
+    def extra_files(directory: Path) -> None:
+        writer(directory)
+        if with_ann:
+            indexes = ann_index.write_for_version(directory, tensors, params.model)
+            log(f"ANN indexes built in {indexes.header['build_seconds']:.1f} s")
+
     manifest["seconds"] = round(time.perf_counter() - start, 2)
     try:
-        version = store.publish(tensors, manifest, extra_files=writer, keep=keep)
+        version = store.publish(tensors, manifest, extra_files=extra_files, keep=keep,
+                                make_current=candidate_share is None)
     except (OSError, StoreError) as exc:
         raise TrainerError(f"publishing to {store.root} failed, store unchanged: {exc}") from exc
+    if candidate_share is not None:
+        if store.current_version() == version:
+            log("no other version to serve beside it: the new version is current")
+        else:
+            try:
+                store.set_candidate(version, candidate_share)
+            except (OSError, StoreError) as exc:
+                raise TrainerError(f"version {version} published but not made the candidate: {exc}") from exc
+            log(f"version {version} is the candidate for {100 * candidate_share:g} % of users")
     return TrainResult(manifest, version, decision, time.perf_counter() - start)
 
 

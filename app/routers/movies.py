@@ -51,14 +51,14 @@ def get_movie(session: SessionDep, state: StateDep, movie_id: MoviePath) -> dict
 @router.get("/movies/{movie_id}/similar", response_model=SimilarMovies,
             responses={404: {"description": "Movie unknown to the database or to the model"},
                        503: {"description": "No model loaded"}})
-def similar_movies(sessions: SessionsDep, state: RequiredStateDep, recorder: RecorderDep, response: Response,
-                   movie_id: MoviePath, n: N = 10) -> dict[str, object]:
+def similar_movies(sessions: SessionsDep, state: RequiredStateDep, recorder: RecorderDep, popularity: PopularityDep,
+                   response: Response, movie_id: MoviePath, n: N = 10) -> dict[str, object]:
     """The n movies nearest to this one by cosine similarity of the learned movie factors.
 
     Served by CURRENT (no user to split on) and recorded under ``request_id`` like /recommend.
     """
     try:
-        result = recommendation.similar(state, sessions, movie_id, n)
+        result = recommendation.similar(state, sessions, movie_id, n, popularity)
     except UnknownMovieError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     stamp = record_answer(recorder, response.headers, user_id=None, model_version=result.model_version,

@@ -50,10 +50,12 @@ def post_events(
     rows = [EventRow(e.request_id, e.movie_id, e.kind, e.user_id, e.occurred_at if e.occurred_at is not None else now)
             for e in items]
     ids = sorted({r.request_id for r in rows})
-    if recorder.pending and len(known_requests(session, ids)) < len(ids):
+    if recorder.pending:
         # The answer may still wait in the recorder's queue (events can follow an answer at once).
-        session.rollback()
-        recorder.flush()
+        missing = len(known_requests(session, ids)) < len(ids)
+        session.rollback()  # end the read's transaction: the write below begins its own
+        if missing:
+            recorder.flush()
     try:
         duplicates = store_events(session, rows)
     except UnknownRequestError as exc:

@@ -44,6 +44,12 @@ class RecommendQuery(BaseModel):
     genre: str | None = Field(None, max_length=64, description=GENRE_HELP, examples=["Comedy"])
     exclude: list[str] = Field(default_factory=list, description="Movie ids to leave out (repeat or comma-separate)")
     min_year: Digits | None = Field(None, ge=0, le=9999, description="Only movies from this year on")
+    explain: bool = Field(False, description="Add `because` to each item: the user's rated movies that raised "
+                                             "its score most (docs/api.md)")
+
+
+#: The spellings of ``explain`` read without pydantic (pydantic's lax bool takes more; those go to it).
+_PLAIN_BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
 
 def recommend_query(request: Request) -> RecommendQuery:
@@ -55,19 +61,24 @@ def recommend_query(request: Request) -> RecommendQuery:
     n = 10 if count is None else plain_int(count, 1, 100)
     min_year = None if year is None else plain_int(year, 0, 9999)
     exclude = query.getlist("exclude")
+    flag = query.get("explain")
+    explain = False if flag is None else _PLAIN_BOOLS.get(flag)
     if user_id is not None and n is not None and (year is None or min_year is not None) \
-            and (genre is None or len(genre) <= 64):
-        return RecommendQuery.model_construct(user_id=user_id, n=n, genre=genre, exclude=exclude, min_year=min_year)
+            and (genre is None or len(genre) <= 64) and explain is not None:
+        return RecommendQuery.model_construct(user_id=user_id, n=n, genre=genre, exclude=exclude, min_year=min_year,
+                                              explain=explain)
     given: dict[str, object] = {k: v for k, v in (("user_id", user), ("n", count), ("genre", genre),
-                                                   ("min_year", year)) if v is not None}
+                                                   ("min_year", year), ("explain", flag)) if v is not None}
     if exclude:
         given["exclude"] = exclude
     return validate_query(RecommendQuery, given)
 
 
 @router.get("/recommend", response_model=Recommendation, openapi_extra={"parameters": openapi_parameters(RecommendQuery)},
-            responses={422: {"description": "Validation Error", "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}},
+            responses={422: {"description": "Validation Error (a bad `exclude` id: a one-message detail)",
+                             "content": {"application/json": {"schema": {"anyOf": [
+                                 {"$ref": "#/components/schemas/HTTPValidationError"},
+                                 {"$ref": "#/components/schemas/ErrorDetail"}]}}}},
                        503: {"description": "Database unavailable"}})
 async def recommend(request: Request) -> Response:
     """The user's top-n movies among those they have not rated.
@@ -75,6 +86,7 @@ async def recommend(request: Request) -> Response:
     Ranked by the model's embeddings (``u·m + rank_bias``). Users unknown to the model or who
     rated since it was trained are folded in from their current ratings (no retrain needed);
     users with no ratings get the most popular movies with ``personalized: false``.
+    With ``explain=true`` each item says which of the user's ratings it is recommended because of.
 
     Each answer has a ``request_id`` (also in ``X-Request-ID``) under which it is recorded for the
     online metrics, and says which version served it (``model_version``, ``served_by``: ``current``,
@@ -89,7 +101,8 @@ async def recommend(request: Request) -> Response:
     app_state = request.app.state
     state, role = app_state.registry.serving(user_id)  # one version for the whole request
     reader: UserRatingsReader = app_state.user_reads
-    args = (reader, state, role, app_state.popularity, app_state.metrics, app_state.recorder, user_id, n, filters)
+    args = (reader, state, role, app_state.popularity, app_state.metrics, app_state.recorder, user_id, n, filters,
+            q.explain)
     # The user's ratings are read on every request (never a stale exclusion or fold-in); where
     # that read and the scoring are cheap enough they stay on the event loop (see app.user_reads).
     if reader.inline and (state is None or len(state.model.movie_ids) <= INLINE_MAX_MOVIES):
@@ -108,10 +121,10 @@ INLINE_MAX_MOVIES = 100_000
 
 def _recommend_body(reader: UserRatingsReader, state: ServingState | None, role: str, popularity: Popularity,
                     metrics: Metrics, recorder: ImpressionRecorder, user_id: int, n: int, filters: Filters,
-                    inline: bool = False) -> tuple[bytes, dict[str, str]]:
+                    explain: bool = False, inline: bool = False) -> tuple[bytes, dict[str, str]]:
     """GET /recommend's work: read the user's ratings, rank, record the answer; its body and headers."""
     ratings = reader.read_here(user_id) if inline else reader.read(user_id)
-    result = recommendation.recommend(state, popularity, user_id, ratings, n, filters, metrics)
+    result = recommendation.recommend(state, popularity, user_id, ratings, n, filters, metrics, explain)
     headers: dict[str, str] = {}
     stamp = record_answer(recorder, headers, user_id=user_id, model_version=result.model_version,
                           source=result.source, endpoint="recommend", movie_ids=[i.movie_id for i in result.items],

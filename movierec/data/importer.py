@@ -4,9 +4,12 @@ Idempotent: movies are upserted only where something differs, and a rating from 
 the stored one only when it is at least as recent and differs, so importing twice changes
 nothing and an old file never overwrites a newer rating made through the API.
 
-SQLite takes ``executemany`` upserts; PostgreSQL takes ``COPY`` into a temporary table and one
-``INSERT ... SELECT ... ON CONFLICT``, which keeps 25 million rows to minutes. Any bad row, an
-unknown movie id or a database error rolls the whole import back.
+The file is parsed and validated in numpy blocks and reduced to one row per (user, movie) in key
+order (:mod:`.ratingset`) before anything is written. SQLite then takes ``executemany`` upserts;
+PostgreSQL takes binary ``COPY`` (:mod:`.pgload`): a large file into an empty table streams
+straight in while it is parsed, anything else goes into a temporary table merged by one
+``INSERT ... ON CONFLICT``. Any bad row, an unknown movie id or a
+database error rolls the whole import back.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import Connection, Engine, func, select, text
-from sqlalchemy.schema import AddConstraint, DropConstraint
 
 from movierec.db.engine import is_postgres
 from movierec.db.schema import Movie, Rating
 
+from . import pgload
 from .movielens import DataFormatError, MovieRow, RatingChunk, detect_layout, read_movies, read_ratings
+from .ratingset import RatingSet, collect
 
 ProgressHook = Callable[[int], None]
 
@@ -54,15 +58,22 @@ class ImportResult:
         )
 
 
-def import_movielens(engine: Engine, directory: Path, *, on_bytes: ProgressHook | None = None) -> ImportResult:
-    """Import the movies and ratings of a MovieLens directory (100K, 1M or CSV layout)."""
+RatingsStep = Callable[[Connection, Path, np.ndarray, ImportResult, ProgressHook | None], None]
+
+
+def import_movielens(engine: Engine, directory: Path, *, on_bytes: ProgressHook | None = None,
+                     ratings_step: RatingsStep | None = None) -> ImportResult:
+    """Import the movies and ratings of a MovieLens directory (100K, 1M or CSV layout).
+
+    ``ratings_step`` replaces the ratings loader (bench/import_speed.py passes the previous one).
+    """
     layout = detect_layout(directory)
     movies = read_movies(layout.movies)
     started = time.perf_counter()
     result = ImportResult()
     with engine.begin() as conn:
         result.movies_inserted, result.movies_updated = _upsert_movies(conn, movies)
-        _import_rating_chunks(conn, layout.ratings, _known_movie_ids(conn), result, on_bytes)
+        (ratings_step or _import_rating_chunks)(conn, layout.ratings, _known_movie_ids(conn), result, on_bytes)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -100,7 +111,7 @@ def _upsert_movies(conn: Connection, movies: list[MovieRow]) -> tuple[int, int]:
 
 def _checked(path: Path, chunks: Iterable[RatingChunk], known: np.ndarray) -> Iterator[RatingChunk]:
     for chunk in chunks:
-        missing = ~np.isin(chunk.movie_id, known)
+        missing = ~_is_known(chunk.movie_id, known)
         if missing.any():
             first = int(np.argmax(missing))
             raise DataFormatError(
@@ -110,18 +121,31 @@ def _checked(path: Path, chunks: Iterable[RatingChunk], known: np.ndarray) -> It
         yield chunk
 
 
+#: Largest movie id looked up in a boolean table (one byte per id up to it); beyond, a binary search.
+_TABLE_IDS = 1 << 26
+
+
+def _is_known(ids: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Which of ``ids`` are in the sorted array ``known``."""
+    if known.size and known[-1] < _TABLE_IDS:
+        table = np.zeros(int(known[-1]) + 2, dtype=bool)
+        table[known] = True
+        return table[np.minimum(ids, len(table) - 1)]
+    at = np.minimum(np.searchsorted(known, ids), max(len(known) - 1, 0))
+    return known[at] == ids if known.size else np.zeros(len(ids), dtype=bool)
+
+
 def _import_rating_chunks(conn: Connection, path: Path, known: np.ndarray, result: ImportResult,
                           on_bytes: ProgressHook | None) -> None:
     chunks = _checked(path, read_ratings(path, default_time=int(time.time()), on_bytes=on_bytes), known)
-    before = conn.execute(select(func.count()).select_from(Rating)).scalar_one()
     if is_postgres(conn.engine):
-        read, touched = _copy_postgres(conn, chunks, before)
-    else:
-        read, touched = _executemany(conn, chunks)
-    after = conn.execute(select(func.count()).select_from(Rating)).scalar_one()
-    result.ratings_read = read
-    result.ratings_inserted = after - before
-    result.ratings_updated = touched - result.ratings_inserted
+        # A line of a ratings file is rarely under 16 bytes: a rough count to choose the bulk path by.
+        rows_hint = path.stat().st_size // 16
+        result.ratings_read, result.ratings_inserted, result.ratings_updated = pgload.load(conn, chunks, rows_hint)
+        return
+    ratings = collect(chunks)
+    result.ratings_read = ratings.read
+    result.ratings_inserted, result.ratings_updated = _executemany(conn, ratings)
 
 
 # Replace a stored rating only with one at least as recent that differs: idempotent, and an old
@@ -132,81 +156,21 @@ _UPSERT_SQLITE = (
     "WHERE excluded.rated_at >= ratings.rated_at "
     "AND (excluded.rating != ratings.rating OR excluded.rated_at != ratings.rated_at)"
 )
+#: Rows per ``executemany`` call on SQLite.
+SQLITE_ROWS = 200_000
 
 
-def _executemany(conn: Connection, chunks: Iterable[RatingChunk]) -> tuple[int, int]:
+def _executemany(conn: Connection, ratings: RatingSet) -> tuple[int, int]:
+    """SQLite: upserts of the unique, key-ordered rows (B-tree appends); (inserted, updated)."""
+    before = conn.execute(select(func.count()).select_from(Rating)).scalar_one()
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    read = touched = 0
+    touched = 0
     try:
-        for chunk in chunks:
-            rows = zip(chunk.user_id.tolist(), chunk.movie_id.tolist(), chunk.rating.tolist(),
-                       chunk.rated_at.tolist(), strict=True)
+        for user, movie, rating, stamp in ratings.slices(SQLITE_ROWS):
+            rows = zip(user.tolist(), movie.tolist(), rating.tolist(), stamp.tolist(), strict=True)
             cursor.executemany(_UPSERT_SQLITE, rows)
             touched += max(cursor.rowcount, 0)
-            read += len(chunk)
     finally:
         cursor.close()
-    return read, touched
-
-
-def _copy_postgres(conn: Connection, chunks: Iterable[RatingChunk], existing: int) -> tuple[int, int]:
-    conn.execute(text(
-        "CREATE TEMPORARY TABLE import_ratings (user_id integer, movie_id integer, rating double precision, "
-        "rated_at bigint, line bigint) ON COMMIT DROP"
-    ))
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    read = 0
-    with cursor.copy("COPY import_ratings (user_id, movie_id, rating, rated_at, line) FROM STDIN") as copy:
-        for chunk in chunks:
-            block = "".join(
-                f"{u}\t{m}\t{r}\t{t}\t{n}\n"
-                for u, m, r, t, n in zip(chunk.user_id.tolist(), chunk.movie_id.tolist(), chunk.rating.tolist(),
-                                         chunk.rated_at.tolist(), chunk.line.tolist(), strict=True)
-            )
-            copy.write(block)
-            read += len(chunk)
-    bulk = read >= BULK_ROWS and read >= existing
-    if bulk:
-        _drop_secondary(conn)
-    # A file may rate the same movie twice for a user: the latest rating wins, then the later line.
-    touched = conn.execute(text(
-        "INSERT INTO ratings (user_id, movie_id, rating, rated_at) "
-        "SELECT DISTINCT ON (user_id, movie_id) user_id, movie_id, rating, rated_at FROM import_ratings "
-        "ORDER BY user_id, movie_id, rated_at DESC, line DESC "
-        "ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, rated_at = excluded.rated_at "
-        "WHERE excluded.rated_at >= ratings.rated_at "
-        "AND (excluded.rating <> ratings.rating OR excluded.rated_at <> ratings.rated_at)"
-    )).rowcount
-    if bulk:
-        _restore_secondary(conn)
-    return read, max(touched, 0)
-
-
-# Maintaining the secondary indexes and checking the foreign key row by row costs about two thirds
-# of a large load; building them once afterwards is several times cheaper. PostgreSQL DDL is
-# transactional, so a failed import still leaves them exactly as they were. The table is locked
-# for the length of the import, which is why small imports take the row-by-row path.
-BULK_ROWS = 500_000
-
-
-def _secondary() -> tuple[list, list]:
-    table = Rating.__table__
-    indexes = sorted(table.indexes, key=lambda ix: ix.name)
-    foreign = [fk.constraint for fk in table.foreign_keys]
-    return indexes, foreign
-
-
-def _drop_secondary(conn: Connection) -> None:
-    indexes, foreign = _secondary()
-    for constraint in foreign:
-        conn.execute(DropConstraint(constraint))
-    for index in indexes:
-        index.drop(conn)
-
-
-def _restore_secondary(conn: Connection) -> None:
-    indexes, foreign = _secondary()
-    for index in indexes:
-        index.create(conn)
-    for constraint in foreign:
-        conn.execute(AddConstraint(constraint))
+    inserted = conn.execute(select(func.count()).select_from(Rating)).scalar_one() - before
+    return inserted, touched - inserted

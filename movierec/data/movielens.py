@@ -16,14 +16,17 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from movierec.db.schema import MAX_FUTURE_SKEW_S, MAX_RATING, MIN_RATING, latest_valid_timestamp
 
+from .fastparse import parse_block
 from .fetch import ML100K_GENRES
 
-CHUNK_ROWS = 200_000
+#: Bytes of whole lines parsed at a time (about 300,000 ratings of ml-25m's CSV).
+BLOCK_BYTES = 8 << 20
 MAX_ID = 2**31 - 1  # ids are INTEGER columns
 _YEAR_IN_TITLE = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:[-–]\d{0,4})?\)\s*$")
 _NO_GENRES = {"", "unknown", "(no genres listed)"}
@@ -172,39 +175,83 @@ def _ratings_format(path: Path) -> tuple[str, bool]:
     raise DataFormatError(path, 1, "not a ratings file: expected tab-, comma- or '::'-separated fields")
 
 
-def read_ratings(path: Path, *, default_time: int, chunk_rows: int = CHUNK_ROWS,
+def read_ratings(path: Path, *, default_time: int, block_bytes: int | None = None,
                  on_bytes: Callable[[int], None] | None = None) -> Iterator[RatingChunk]:
     """Yield validated chunks of a ratings file in any MovieLens layout.
 
     A row is ``user, movie, rating[, timestamp]``; a missing timestamp becomes ``default_time``.
+    The file is read in blocks of whole lines of about ``block_bytes`` (default
+    :data:`BLOCK_BYTES`); a plain block is parsed
+    with numpy (:mod:`.fastparse`), anything else line by line, with the same result and errors.
     ``on_bytes(n)`` is told how many bytes each chunk consumed, for a progress bar.
     """
     sep, header = _ratings_format(path)
-    with path.open("rb") as raw:
-        fh = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+    with path.open("rb") as fh:
         line = 0
+        consumed = 0
         if header:
             head = fh.readline()
-            line = 1
-            names = [h.strip() for h in head.strip().split(",")]
+            line, consumed = 1, len(head)
+            names = [h.strip() for h in head.decode("utf-8", errors="replace").strip().split(",")]
             if names[:3] != ["userId", "movieId", "rating"]:
                 raise DataFormatError(path, 1, "expected the header userId,movieId,rating[,timestamp]")
-        while True:
-            try:
-                lines = fh.readlines(chunk_rows * 24)
-            except UnicodeDecodeError as exc:
-                raise DataFormatError(path, None, f"not UTF-8 text ({exc.reason} near byte {exc.start})") from None
-            if not lines:
-                return
-            chunk = _parse_lines(path, lines, line, sep, default_time)
-            line += len(lines)
+        for block in _blocks(fh, block_bytes or BLOCK_BYTES):
+            chunk, lines = _parse_block(path, block, consumed, line, sep, default_time)
+            line += lines
+            consumed += len(block)
             if on_bytes:
-                on_bytes(sum(len(text) for text in lines))
+                on_bytes(len(block))
             if len(chunk):
                 yield chunk
 
 
+def _blocks(fh: BinaryIO, block_bytes: int) -> Iterator[bytes]:
+    """Blocks of whole lines; the last line gets the newline it may lack."""
+    rest = b""
+    while True:
+        data = fh.read(block_bytes)
+        if not data:
+            if rest:
+                yield rest + b"\n"
+            return
+        data = rest + data
+        cut = data.rfind(b"\n") + 1
+        # A line longer than a block (or a file without "\n" at all) waits for the next read.
+        block, rest = data[:cut], data[cut:]
+        if block:
+            yield block
+
+
+def _parse_block(path: Path, block: bytes, at_byte: int, offset: int, sep: str,
+                 default_time: int) -> tuple[RatingChunk, int]:
+    """One block as a validated chunk, and how many lines it held."""
+    columns = parse_block(block, sep.encode(), default_time)
+    if columns is not None:
+        n = len(columns.user_id)
+        numbers = np.arange(offset + 1, offset + n + 1, dtype=np.int64)
+        chunk = RatingChunk(columns.user_id, columns.movie_id, columns.rating, columns.rated_at, numbers)
+        _validate(path, chunk)
+        return chunk, n
+    try:
+        text = block.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(path, None, f"not UTF-8 text ({exc.reason} near byte {at_byte + exc.start})") from None
+    # newline="" splits at \n, \r\n and a lone \r, as reading the file as text would.
+    lines = io.StringIO(text, newline="").readlines()
+    return _parse_lines(path, lines, offset, sep, default_time), len(lines)
+
+
 def _parse_lines(path: Path, lines: list[str], offset: int, sep: str, default_time: int) -> RatingChunk:
+    chunk = split_lines(path, lines, offset, sep, default_time)
+    _validate(path, chunk)
+    return chunk
+
+
+def split_lines(path: Path, lines: list[str], offset: int, sep: str, default_time: int) -> RatingChunk:
+    """Numbers of ratings lines, one Python line at a time; values are not range-checked yet.
+
+    The reference for :func:`.fastparse.parse_block`, and the parser of any block it declines.
+    """
     n = len(lines)
     users = np.empty(n, np.int64)
     movies = np.empty(n, np.int64)
@@ -233,9 +280,7 @@ def _parse_lines(path: Path, lines: list[str], offset: int, sep: str, default_ti
             raise DataFormatError(path, i, f"number out of range: {text[:80]!r}") from None
         numbers[k] = i
         k += 1
-    chunk = RatingChunk(users[:k], movies[:k], ratings[:k], stamps[:k], numbers[:k])
-    _validate(path, chunk)
-    return chunk
+    return RatingChunk(users[:k], movies[:k], ratings[:k], stamps[:k], numbers[:k])
 
 
 def _timestamp(text: str) -> int:
@@ -247,6 +292,11 @@ def _timestamp(text: str) -> int:
 
 
 def _validate(path: Path, chunk: RatingChunk) -> None:
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e308 * 2 is inf: refused all the same
+        _check_ranges(path, chunk)
+
+
+def _check_ranges(path: Path, chunk: RatingChunk) -> None:
     checks = (
         ((chunk.user_id <= 0) | (chunk.user_id > MAX_ID), "user id {value} is outside 1..%d" % MAX_ID, chunk.user_id),
         ((chunk.movie_id <= 0) | (chunk.movie_id > MAX_ID), "movie id {value} is outside 1..%d" % MAX_ID,
@@ -260,8 +310,9 @@ def _validate(path: Path, chunk: RatingChunk) -> None:
          "timestamp {value} is negative or in the future (more than %d s after now)" % MAX_FUTURE_SKEW_S,
          chunk.rated_at),
     )
-    for bad, message, values in checks:
-        if bad.any():
-            first = int(np.argmax(bad))
-            raise DataFormatError(path, int(chunk.line[first]), message.format(value=values[first].item()))
+    # The earliest bad line is named, whichever check it fails.
+    failures = [(int(np.argmax(bad)), message, values) for bad, message, values in checks if bad.any()]
+    if failures:
+        first, message, values = min(failures, key=lambda failure: failure[0])
+        raise DataFormatError(path, int(chunk.line[first]), message.format(value=values[first].item()))
 

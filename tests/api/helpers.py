@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, insert
 
+from movierec import ann_index
 from movierec.db.schema import Movie, Rating
 from movierec.store import ModelStore
 
@@ -51,13 +52,15 @@ def manifest_for(tensors: dict[str, np.ndarray], kind: str = "dot", max_rated_at
 
 
 def publish_dot(store_root: Path, user_ids: Sequence[int], movie_ids: Sequence[int], k: int = 8, seed: int = 0,
-                pngs: Iterable[str] = (), **manifest_extra: Any) -> int:
-    """Publish a random dot model and return its version."""
+                pngs: Iterable[str] = (), ann: bool = False, **manifest_extra: Any) -> int:
+    """Publish a random dot model and return its version (``ann``: with its ANN indexes, as a trainer would)."""
     tensors = random_dot_tensors(user_ids, movie_ids, k=k, seed=seed)
 
     def extra(directory: Path) -> None:
         for name in pngs:
             (directory / name).write_bytes(b"\x89PNG\r\n\x1a\n" + name.encode())
+        if ann:
+            ann_index.write_for_version(directory, tensors, "dot")
 
     return ModelStore(store_root).publish(tensors, manifest_for(tensors, **manifest_extra), extra_files=extra)
 

@@ -44,6 +44,8 @@ def test_candidate_serves_its_hashed_share_and_promote_and_clear(
     assert served == expected and {v for v, _ in served.values()} == {1, 2}
     assert _served(client) == served  # stable per user
     assert client.get("/model/online").json()["candidate"] == {"version": 2, "share": 0.5}
+    metrics = client.get("/metrics").text
+    assert "movierec_candidate_version 2.0" in metrics and "movierec_candidate_share 0.5" in metrics
 
     models.promote()
     client.post("/admin/reload")

@@ -147,10 +147,13 @@ def test_bad_events_are_refused_and_store_nothing(online: TestClient, seeded: En
 
 
 def test_an_event_may_follow_its_answer_before_the_answer_is_written(online: TestClient) -> None:
+    written = _shown(online, 15)
     body = online.get("/recommend", params={"user_id": 14}).json()  # still in the recorder's queue
-    response = online.post("/events", json={"request_id": body["request_id"],
-                                            "movie_id": body["items"][0]["movie_id"], "kind": "click"})
-    assert response.status_code == 201
+    # An event about a written answer while another one waits, then one about the waiting answer.
+    for answer in (written, body):
+        response = online.post("/events", json={"request_id": answer["request_id"],
+                                                "movie_id": answer["items"][0]["movie_id"], "kind": "click"})
+        assert response.status_code == 201, response.text
 
 
 def test_events_need_the_api_key(seeded: Engine, store, make_client: Callable[..., TestClient]) -> None:

@@ -52,6 +52,32 @@ def search_and_rate(page, query: str, stars: str) -> str:
     return title
 
 
+def check_because(page, server, user_id: int) -> None:
+    """Every recommendation shows "Because you rated ..." exactly as GET /recommend?explain=true says."""
+    api = httpx.get(f"{server.url}/recommend", params={"user_id": user_id, "n": 10, "explain": "true"},
+                    timeout=10).json()
+    stored = {r["movie_id"]: r["rating"] for r in ratings_of(server, user_id)}
+    rated = set(stored)
+    items = page.locator("#recs-list > li.movie")
+    assert [int(i) for i in items.evaluate_all("els => els.map(e => e.dataset.movieId)")] == \
+        [it["movie_id"] for it in api["items"]]
+    assert any(it["because"] for it in api["items"])
+    for i, it in enumerate(api["items"]):
+        because = items.nth(i).locator(".because")
+        if not it["because"]:
+            expect()(because).to_have_count(0)
+            continue
+        assert {r["movie_id"] for r in it["because"]} <= rated
+        def stars(value: float) -> str:
+            return f"{value:g}" if value != int(value) else str(int(value))
+
+        titles = [f"{r['title']} ({stars(stored[r['movie_id']])}★)" for r in it["because"]]
+        text = titles[0] if len(titles) == 1 else ", ".join(titles[:-1]) + " and " + titles[-1]
+        expect()(because).to_have_text(f"Because you rated {text}")
+        expect()(because).to_be_visible()
+        assert because.get_attribute("data-movie-ids") == ",".join(str(r["movie_id"]) for r in it["because"])
+
+
 def test_new_user_rates_five_movies_and_gets_personalized_recommendations(server, desktop):
     page, probe = desktop
     page.goto(server.url + "/")
@@ -114,6 +140,8 @@ def test_new_user_rates_five_movies_and_gets_personalized_recommendations(server
         ex(item.locator(".genres li").first).to_be_visible()
         value = float(item.locator(".predicted-value").inner_text())
         assert 0.5 <= value <= 5.0
+    # Each recommendation says why, naming only movies this user rated (the API's explain=true, fold-in).
+    check_because(page, server, user_id)
     # The synthetic users who like Sci-Fi like action/adventure: most of the top 5 should be in that cluster.
     genres = {m[0]: set(m[3].split("|")) for m in catalogue.MOVIES}
     top = rec_ids(page)[:5]
@@ -184,6 +212,31 @@ def test_existing_user_by_id(server, desktop):
     page.fill("#user-id", "-3")
     page.press("#user-id", "Enter")
     ex(page.locator("#alert")).to_contain_text("positive whole number")
+    probe.assert_clean(server.url)
+
+
+def test_because_you_rated_and_predicted_stars_explained(server, desktop):
+    page, probe = desktop
+    page.goto(server.url + "/?user=7")
+    ex = expect()
+    ex(page.locator("#current-user-id")).to_have_text("7")
+    ex(page.locator("#recs-badge")).to_have_text("personalized")
+    ex(page.locator("#recs-list > li.movie")).to_have_count(10)
+    page.wait_for_function("document.querySelector('#recs-list').getAttribute('aria-busy') === 'false'")
+    check_because(page, server, 7)
+    # Ranking and predicted stars are told apart: the list says what it is ranked by, each star figure
+    # is labelled as predicted stars with the difference in its tooltip, and a modest prediction says why it ranks.
+    ex(page.locator("#recs-note")).to_contain_text("ranked by how likely you are to watch")
+    ex(page.locator("#recs-note")).to_contain_text("Predicted stars")
+    predictions = page.locator("#recs-list > li.movie .prediction")
+    ex(predictions).to_have_count(10)
+    for i in range(10):
+        pred = predictions.nth(i)
+        ex(pred).to_contain_text("Predicted stars")
+        assert "ranked by how likely you are to watch" in pred.get_attribute("title")
+        value = float(pred.locator(".predicted-value").inner_text())
+        ex(pred.locator(".rank-hint")).to_have_count(1 if value < 3.5 else 0)
+    shot(page, "05b-because-you-rated")
     probe.assert_clean(server.url)
 
 

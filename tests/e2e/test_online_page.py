@@ -39,3 +39,26 @@ def test_online_section_shows_hits_and_a_plot(server, desktop):
     ex(page.locator("#online-split")).to_contain_text("current version serves every user")
     shot(page, "11-model-page-online")
     probe.assert_clean(server.url)
+
+
+def test_more_like_this_on_a_recommendation_is_a_click(server, desktop):
+    page, probe = desktop
+
+    def clicks() -> int:
+        versions = httpx.get(f"{server.url}/model/online", timeout=10).json()["versions"]
+        return sum(round((v["click_rate"]["value"] or 0) * v["impressions"]) for v in versions)
+
+    before = clicks()
+    page.goto(server.url + "/")
+    ex = expect()
+    ex(page.locator("#recs-list > li.movie")).to_have_count(10)
+    page.locator("#recs-list > li.movie").first.locator('.movie-actions label.half[data-value="4"]').click()
+    ex(page.locator("#recs-badge")).to_have_text("personalized")  # now a recorded /recommend answer
+    with page.expect_response(lambda r: r.url.endswith("/events") and r.request.method == "POST") as posted:
+        page.locator("#recs-list > li.movie").first.locator(".more-btn").click()
+    assert posted.value.status == 201
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and clicks() <= before:
+        time.sleep(0.2)
+    assert clicks() == before + 1
+    probe.assert_clean(server.url)

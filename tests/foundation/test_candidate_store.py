@@ -56,6 +56,15 @@ def test_unreadable_or_stale_pointer_means_no_candidate(tmp_path: Path) -> None:
     assert store.candidate() is None
 
 
+def test_a_candidate_made_current_otherwise_is_no_candidate(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.set_candidate(2, 0.1)
+    store.set_current(2)
+    assert store.candidate() is None
+    store.set_current(1)
+    assert store.candidate() is not None  # the pointer is still there and names another version again
+
+
 def test_promote_makes_it_current_and_clears_it(tmp_path: Path) -> None:
     store = _store(tmp_path)
     with pytest.raises(StoreError):

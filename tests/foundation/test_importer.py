@@ -174,34 +174,58 @@ def test_parser_accepts_only_valid_rows_or_names_the_line(tmp_path: Path, lines:
         assert (chunk.user_id > 0).all() and (chunk.movie_id > 0).all() and (chunk.rated_at >= 0).all()
 
 
-def test_postgres_bulk_path_restores_indexes_and_foreign_key(postgres_url: str, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def schema_matches(engine: Engine) -> bool:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from movierec.data import importer
-    from movierec.db.engine import make_engine
     from movierec.db.schema import Base
 
-    monkeypatch.setattr(importer, "BULK_ROWS", 2)
+    with engine.connect() as conn:
+        return compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_postgres_bulk_paths_restore_indexes_and_foreign_key(postgres_url: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from movierec.data import pgload
+    from movierec.db.engine import make_engine
+
+    monkeypatch.setattr(pgload, "BULK_ROWS", 2)
     engine = make_engine(postgres_url)
     try:
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM ratings"))
             conn.execute(text("DELETE FROM movies"))
         d = write_csv_set(tmp_path / "set", "1,1,4.0,100\n2,1,3.0,100\n3,2,5.0,100\n")
-        assert import_movielens(engine, d).ratings_inserted == 3
-        with engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        # A failure after the indexes were dropped must roll the drop back too.
+        # The empty-table path fails after its COPY, while rebuilding: the table stays empty, the schema whole.
+        real_restore = pgload._restore_secondary
+        monkeypatch.setattr(pgload, "_restore_secondary", lambda conn: (_ for _ in ()).throw(RuntimeError("boom")))
+        with pytest.raises(RuntimeError, match="boom"):
+            import_movielens(engine, d)
+        assert counts(engine) == (0, 0) and schema_matches(engine)
+        monkeypatch.setattr(pgload, "_restore_secondary", real_restore)
+        # Empty table, a file rating pairs twice: streamed in, found out, loaded again from the resolved rows.
+        d2 = write_csv_set(tmp_path / "dups", "1,1,1.0,300\n1,1,4.0,100\n1,2,2.0,100\n1,2,3.0,100\n")
+        result = import_movielens(engine, d2)
+        assert (result.ratings_read, result.ratings_inserted) == (4, 2)
+        assert snapshot(engine) == [(1, 1, 1.0, 300), (1, 2, 3.0, 100)] and schema_matches(engine)
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM ratings"))
+        assert import_movielens(engine, d).ratings_inserted == 3  # empty table: COPY straight in
+        assert schema_matches(engine)
+        with engine.connect() as conn:  # the primary key is back and enforced
+            with pytest.raises(Exception, match="pk_ratings"):
+                conn.execute(text("INSERT INTO ratings VALUES (1, 1, 4.0, 100)"))
+        # The merge path, as large as the table: a failure after the indexes were dropped rolls the drop back too.
         bad = tmp_path / "bad.csv"
         bad.write_text("userId,movieId,rating,timestamp\n" + "".join(f"{u},1,4.0,1\n" for u in range(10, 20)))
-        monkeypatch.setattr(importer, "_restore_secondary", lambda conn: (_ for _ in ()).throw(RuntimeError("boom")))
+        monkeypatch.setattr(pgload, "_restore_secondary", lambda conn: (_ for _ in ()).throw(RuntimeError("boom")))
         with pytest.raises(RuntimeError, match="boom"):
             import_ratings(engine, bad)
-        with engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-            assert conn.execute(text("SELECT count(*) FROM ratings")).scalar_one() == 3
+        assert schema_matches(engine)
+        assert snapshot(engine) == [(1, 1, 4.0, 100), (2, 1, 3.0, 100), (3, 2, 5.0, 100)]
+        monkeypatch.setattr(pgload, "_restore_secondary", real_restore)
+        result = import_ratings(engine, bad)
+        assert (result.ratings_inserted, result.ratings_updated) == (10, 0) and schema_matches(engine)
     finally:
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM ratings"))

@@ -94,6 +94,25 @@ def _check_outage_answers(url: str, client: httpx.Client, writer: Writer, second
     return counts
 
 
+def _metric(client: httpx.Client, url: str, name: str) -> float:
+    for line in client.get(url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _wait_metric_above(client: httpx.Client, url: str, name: str, floor: float, timeout: float = 30) -> float:
+    """The metric once it exceeds ``floor`` (the impression writer runs every 200 ms by default)."""
+    deadline = time.monotonic() + timeout
+    while (value := _metric(client, url, name)) <= floor and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return value
+
+
+RECORDED = "movierec_impressions_recorded_total"
+DROPPED_DB = 'movierec_impressions_dropped_total{reason="database"}'
+
+
 def _wait_ready(client: httpx.Client, url: str, timeout: float) -> float:
     started = time.monotonic()
     while True:
@@ -159,15 +178,27 @@ def test_database_outage_and_recovery_without_restart(stack: Stack, mode: str) -
                           if mode == "down" or SOAK else {})
                 for key, value in counts.items():
                     totals[key] = totals.get(key, 0) + value
+                if mode == "down":
+                    # The /similar answers of the outage were answered (above) and their recording
+                    # dropped and counted, not retried for ever nor failed.
+                    dropped = _wait_metric_above(client, server.url, DROPPED_DB, totals.get("dropped", 0))
+                    assert dropped > totals.get("dropped", 0), "impressions of the outage not counted as dropped"
+                    totals["dropped"] = int(dropped)
                 proxy.up()
                 recoveries.append(_wait_ready(client, server.url, timeout=30))
                 for _ in range(5):
                     assert writer.post(client) == 201, "writes not accepted after the database came back"
+                recorded = _metric(client, server.url, RECORDED)
+                assert client.get(server.url + "/movies/5/similar?n=5", timeout=30).status_code == 200
+                assert _wait_metric_above(client, server.url, RECORDED, recorded) > recorded, \
+                    "impressions not recorded again after the database came back"
                 assert server.proc is not None and server.proc.pid == pid and server.proc.poll() is None
             _assert_stored_exactly(stack.db_url, writer)
     record("database outage", f"PostgreSQL unreachable ({mode}) {seconds}s via TCP proxy", outages,
            f"/ready 503, {totals.get('writes', 0)} writes all 503 and none stored, "
            f"{totals.get('model reads', 0)} model reads all 200, {len(writer.acked)} acknowledged writes all "
            f"stored; ready again {max(recoveries):.1f}s after the database returned, same process"
+           + (f"; {totals.get('dropped', 0)} impressions dropped and counted, recorded again after" if mode == "down"
+              else "")
            + (f"; hung requests answered 503 within {slowest:.1f}s" if mode == "blackhole" else ""),
            codes=writer.codes)

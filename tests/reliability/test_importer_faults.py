@@ -16,19 +16,23 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from movierec.data.importer import import_ratings
 from movierec.data.movielens import DataFormatError
-from movierec.db.engine import make_engine
+from movierec.db.engine import DatabaseError, make_engine
 from movierec.db.schema import Movie, Rating
 
-from .harness import MOVIEREC, child_env, db_rows, fresh_postgres, kill_group, knob, record
+from .harness import MOVIEREC, child_env, db_exec, db_rows, fresh_postgres, kill_group, knob, record
 
 MOVIES = range(1, 21)
 STORED = [(u, m, 3.0, 1_000) for u in range(1, 6) for m in range(1, 6)]
@@ -142,18 +146,28 @@ def write_big(path: Path, rows: int, bad_at_end: bool, seed: int = 0) -> Path:
 
 
 @pytest.mark.postgres
-def test_bad_row_after_the_first_chunk_rolls_back_everything(engine: Engine, tmp_path: Path) -> None:
+@pytest.mark.parametrize("table", ["holding ratings", "empty"])
+def test_bad_row_after_many_blocks_rolls_back_everything(engine: Engine, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, table: str) -> None:
+    """Into an empty PostgreSQL table the blocks before the bad row were already COPYed in: rolled back."""
+    from movierec.data import movielens, pgload
+
+    monkeypatch.setattr(movielens, "BLOCK_BYTES", 1 << 20)  # several blocks parsed before the bad row
+    monkeypatch.setattr(pgload, "BULK_ROWS", 1_000)
     prepare(engine)
+    if table == "empty":
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM ratings"))
     before = snapshot(engine)
-    rows = 330_000  # more than one read chunk (200 000 lines / 4.8 MB)
+    rows = 330_000
     path = write_big(tmp_path / "u.data", rows, bad_at_end=True)
     chunks: list[int] = []
     with pytest.raises(DataFormatError, match=rf"u.data:{rows + 1}: rating nan"):
         import_ratings(engine, path, on_bytes=chunks.append)
-    assert len(chunks) >= 1, "the bad row was in the first chunk: nothing reached the database before it"
-    assert snapshot(engine) == before
-    record("importer", f"{rows}-row file with a bad last row, after {len(chunks)} chunk(s) were written "
-           f"({engine.dialect.name})", 1, "nothing imported, earlier chunks rolled back")
+    assert len(chunks) >= 3, "the bad row was in one of the first blocks"
+    assert snapshot(engine) == before and _schema_intact(engine)
+    record("importer", f"{rows}-row file with a bad last row, after {len(chunks)} block(s) were parsed "
+           f"(table {table}, {engine.dialect.name})", 1, "nothing imported")
 
 
 CLI_CASES = {
@@ -243,3 +257,111 @@ def test_movie_file_with_a_non_ascii_digit_is_a_format_error(tmp_path: Path) -> 
     except DataFormatError:
         return
     assert rows[0].year in (None, 1992)
+
+
+def _schema_intact(engine: Engine) -> bool:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from movierec.db.schema import Base
+
+    with engine.connect() as conn:
+        return compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def _fail_on_slice(monkeypatch: pytest.MonkeyPatch, slice_no: int, fault: Callable[[bytes], bytes]) -> list[int]:
+    """Make the COPY's ``slice_no``-th slice go wrong through ``fault`` (earlier ones reach the server)."""
+    from movierec.data import pgload
+
+    real, sent = pgload.encode, []
+
+    def encode(*columns: np.ndarray) -> bytes:
+        sent.append(len(columns[0]))
+        data = real(*columns)
+        return fault(data) if len(sent) == slice_no else data
+
+    from movierec.data import movielens
+
+    monkeypatch.setattr(pgload, "encode", encode)
+    monkeypatch.setattr(pgload, "COPY_ROWS", 5_000)  # slices of the merge's COPY
+    monkeypatch.setattr(movielens, "BLOCK_BYTES", 64 << 10)  # blocks streamed into an empty table
+    return sent
+
+
+def _terminate_copy(url: str) -> Callable[[bytes], bytes]:
+    """A fault that kills the importing session's server process in the middle of its COPY."""
+    def fault(data: bytes) -> bytes:
+        db_exec(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                     "AND pid <> pg_backend_pid() AND query ~* '^COPY'")
+        time.sleep(0.2)
+        return data
+    return fault
+
+
+def _garble(data: bytes) -> bytes:
+    return data[:-7]  # a truncated row: the server rejects the stream at this point
+
+
+@pytest.mark.parametrize("fault", ["garbled row", "connection killed"])
+@pytest.mark.parametrize("path", ["empty table", "merge"])
+def test_copy_failing_halfway_leaves_the_database_as_it_was(postgres_admin_url: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch, fault: str,
+                                                           path: str) -> None:
+    """Rows already COPYed (and, on the bulk paths, indexes and constraints already dropped) are all
+    rolled back when the COPY breaks off: by a stream the server rejects, or by its session dying."""
+    from movierec.data import pgload
+
+    monkeypatch.setattr(pgload, "BULK_ROWS", 1_000)  # the bulk variant of either path, at test size
+    rows = 40_000
+    data = write_big(tmp_path / "u.data", rows, bad_at_end=False)
+    with fresh_postgres(postgres_admin_url) as url:
+        engine = make_engine(url)
+        prepare(engine)
+        if path == "empty table":
+            db_exec(url, "DELETE FROM ratings")
+        else:  # the merge drops the secondary indexes only when the file is at least as large as the table
+            db_exec(url, "INSERT INTO ratings SELECT 50000 + g, 1 + g % 20, 3.0, 5 FROM generate_series(1, 2000) g")
+        before = snapshot(engine)
+        sent = _fail_on_slice(monkeypatch, 4, _garble if fault == "garbled row" else _terminate_copy(url))
+        with pytest.raises((DatabaseError, SQLAlchemyError)) as info:
+            import_ratings(engine, data)
+        assert len(sent) >= 4, f"the COPY stopped before the fault ({len(sent)} slices): {info.value}"
+        engine.dispose()
+        engine = make_engine(url)
+        assert snapshot(engine) == before
+        assert _schema_intact(engine)
+        monkeypatch.undo()
+        result = import_ratings(engine, data)  # and the same import then goes through
+        assert result.ratings_inserted == rows and _schema_intact(engine)
+        engine.dispose()
+    record("importer", f"COPY of {rows} rows broken off after 3 of {len(sent)}+ slices ({fault}, {path}, PostgreSQL)",
+           1, "database and schema as before; the retry imports everything")
+
+
+def test_cli_import_whose_copy_is_killed_fails_cleanly(postgres_admin_url: str, tmp_path: Path) -> None:
+    """The server process of a `movierec import` dies in the middle of its COPY (into an empty table, the
+    streaming path): one `error:` line naming the database, exit 1, no traceback, nothing imported."""
+    rows = knob("import_copy_kill_rows", 700_000, 2_000_000)  # > 500 000: the bulk path streams into ratings
+    path = write_big(tmp_path / "u.data", rows, bad_at_end=False)
+    with fresh_postgres(postgres_admin_url) as url:
+        engine = make_engine(url)
+        prepare(engine)
+        db_exec(url, "DELETE FROM ratings")
+        proc = subprocess.Popen([MOVIEREC, "import", "ratings", str(path)], env=child_env(MOVIEREC_DATABASE_URL=url),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 120
+        killed = []
+        while not killed:
+            assert proc.poll() is None and time.monotonic() < deadline, "the import never reached its COPY"
+            killed = db_rows(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                  "datname = current_database() AND pid <> pg_backend_pid() AND query ~* '^COPY'")
+            time.sleep(0.02)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1, (proc.returncode, out, err)
+        errors = [line for line in err.splitlines() if line.strip()]
+        assert len(errors) == 1 and errors[0].startswith("error: database "), err
+        assert "Traceback" not in err
+        assert snapshot(engine) == [] and _schema_intact(engine)
+        engine.dispose()
+    record("importer", f"`movierec import ratings` ({rows} rows, empty table) with its COPY's server process killed",
+           1, "exit 1, one 'error: database ...' line, nothing imported, schema intact")

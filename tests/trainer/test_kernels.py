@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from trainer import hugepages
+from trainer import kernels as K
 from trainer.fit import FitParams, NegativeSampler, Ranking, fit, make_model, rank_fraction
 from trainer.fit.dot import DotBatch
 from trainer.fit.optim import ScalarAdam
@@ -222,3 +223,49 @@ def test_thread_governor_leaves_one_thread_and_short_epochs_alone() -> None:
         clock.now += 100.0
         short.step(t)
     assert short.threads == 2 and short.best == 0.0
+
+
+@pytest.mark.parametrize("n", [1, 7, 1000, 3 * K.PERMUTATION_BUCKET + 5])
+def test_random_permutation_is_a_permutation_fixed_by_its_seed(n) -> None:
+    a, b, c = (np.empty(n, np.int64) for _ in range(3))
+    K.random_permutation(11, a)
+    K.random_permutation(11, b)
+    K.random_permutation(12, c)
+    assert np.array_equal(np.sort(a), np.arange(n))
+    assert np.array_equal(a, b)
+    if n > 7:
+        assert not np.array_equal(a, c) and not np.array_equal(a, np.arange(n))
+
+
+def test_random_permutation_is_uniform_across_its_buckets() -> None:
+    """Where the first elements land, and where the last land, spread evenly over the output (chi-square)."""
+    n = 8 * K.PERMUTATION_BUCKET
+    out = np.empty(n, np.int64)
+    bins = 16
+    for lo, hi in ((0, n // 8), (n - n // 8, n)):
+        counts = np.zeros(bins)
+        for seed in range(4):
+            K.random_permutation(seed, out)
+            pos = np.flatnonzero((out >= lo) & (out < hi))
+            counts += np.bincount(pos * bins // n, minlength=bins)
+        expected = counts.sum() / bins
+        chi2 = ((counts - expected) ** 2 / expected).sum()
+        assert chi2 < 37.7, chi2  # 15 degrees of freedom, p = 0.001
+    K.random_permutation(0, out)
+    ascending = np.mean(out[1:] > out[:-1])
+    assert abs(ascending - 0.5) < 0.01  # no runs left in order within a bucket
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+def test_random_permutation_does_not_depend_on_the_thread_count() -> None:
+    n = 3 * K.PERMUTATION_BUCKET + 11
+    one, two = np.empty(n, np.int64), np.empty(n, np.int64)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        K.random_permutation(5, one)
+        numba.set_num_threads(2)
+        K.random_permutation(5, two)
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(one, two)

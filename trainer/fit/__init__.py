@@ -15,6 +15,10 @@ Modules, one job each:
 * ``dot``       the ``dot`` step: compiled kernels (:mod:`trainer.kernels`), huge-page tables
 * ``optim``     the ``dot`` step's row-sparse Adam
 * ``nn``        the ``nn`` step: autograd and AdamW
+* ``engine``    which engine (numba kernels or torch ops) on which device (``--device``, ``--engine``)
+* ``torch_dot`` the ``dot`` step in torch ops on one device (GPU, or CPU for tests), and where its rows live
+* ``lazy_adam`` the torch engine's row-sparse Adam (the numba engine's semantics, on any device)
+* ``sharded``   the ``dot`` step of a distributed job: rows sharded over its processes (torch.distributed)
 
 Determinism: all randomness (init, permutation, negatives) comes from one ``torch.Generator``
 seeded with the training seed; the compiled kernels sum each row's gradients in batch order
@@ -32,18 +36,21 @@ import torch
 
 from trainer.data import Ratings
 from trainer.fit.dot import DotStep, warm_up
+from trainer.fit.engine import DeviceUnavailableError, Engine, resolve
 from trainer.fit.loop import Progress, Step, run_epochs
 from trainer.fit.nn import NNStep
 from trainer.fit.params import FitParams, History, defaults_for
 from trainer.fit.sampling import NegativeSampler, Ranking, positive_weights, rank_fraction, ranked_rows
 from trainer.fit.schedule import one_cycle
 from trainer.fit.threads import ThreadGovernor, default_threads, set_threads
+from trainer.fit.torch_dot import TorchDotStep
 from trainer.models import DotProductBias, EmbeddingNN, global_logit
 
 __all__ = [
-    "FitParams", "History", "NegativeSampler", "Progress", "Ranking", "Step", "ThreadGovernor", "default_threads",
-    "defaults_for", "fit", "make_model", "one_cycle", "positive_weights", "rank_fraction", "ranked_rows",
-    "run_epochs", "set_threads",
+    "DeviceUnavailableError", "Engine", "FitParams", "History", "NegativeSampler", "Progress", "Ranking", "Step",
+    "ThreadGovernor", "TorchDotStep", "default_threads", "defaults_for", "fit", "make_model", "one_cycle",
+    "positive_weights", "rank_fraction", "ranked_rows",
+    "resolve", "run_epochs", "set_threads",
 ]
 
 
@@ -59,23 +66,28 @@ def make_model(params: FitParams, n_users: int, n_movies: int, mean_rating: floa
     raise ValueError(f"unknown model kind {params.model!r} (expected dot or nn)")
 
 
-def fit(train: Ratings, params: FitParams, valid: Ratings | None = None,
-        progress: Progress | None = None) -> tuple[DotProductBias | EmbeddingNN, History]:
-    """Train a model of ``params.model`` kind on ``train``; return it and its per-epoch history.
+def fit(train: Ratings, params: FitParams, valid: Ratings | None = None, progress: Progress | None = None,
+        engine: Engine | None = None) -> tuple[DotProductBias | EmbeddingNN, History]:
+    """Train a model of ``params.model`` kind on ``train`` with ``engine`` (default: numba on the CPU for
+    ``dot``); return it and its per-epoch history.
 
     Raises DivergedError when the loss becomes NaN or infinite (nothing should be published).
     """
+    engine = engine or resolve("cpu", "auto", params.model)
     threads = set_threads()
     gen = torch.Generator().manual_seed(params.seed)
     params = dataclasses.replace(params, batch_size=max(1, min(params.batch_size, len(train))))
     model = make_model(params, train.n_users, train.n_movies, float(train.rating.mean()) if len(train) else 3.5, gen)
     ranking = Ranking.of(train, params)
     step: Step
-    if isinstance(model, DotProductBias):
+    if isinstance(model, DotProductBias) and engine.kind == "torch":
+        step, governor = TorchDotStep(model, train, params, ranking, engine), None
+    elif isinstance(model, DotProductBias):
         warm_up(params)  # compile the kernels before the first epoch's clock starts
         step, governor = DotStep(model, train, params, ranking), ThreadGovernor(threads)
     else:  # torch's own ops, not the chain of short parallel loops the governor is for
         step, governor = NNStep(model, train, params, ranking), None
     history = run_epochs(step, train, params, ranking, valid, gen, progress, governor)
     history.threads = threads
+    history.engine = engine.label
     return model, history

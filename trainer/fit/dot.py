@@ -18,7 +18,8 @@ import torch
 from trainer import hugepages
 from trainer import kernels as K
 from trainer.data import Ratings
-from trainer.fit.optim import LazyAdam, RowSet, ScalarAdam, f32
+from trainer.fit.loop import parallel_permutation
+from trainer.fit.optim import LazyAdam, ScalarAdam, f32
 from trainer.fit.params import FitParams
 from trainer.fit.sampling import Ranking, ranked_rows
 from trainer.models import DotProductBias, global_logit
@@ -52,8 +53,6 @@ class DotBatch:
         extra = {"softmax": ranking.negatives, "bpr": b, "none": 0}[ranking.loss]
         self.opt_users = LazyAdam(self.users, b)
         self.opt_movies = LazyAdam(self.movies, b + extra)
-        self.user_rows = RowSet(self.users.shape[0], b)
-        self.movie_rows = RowSet(self.movies.shape[0], b + extra)
         self.qu, self.qm = np.empty((b, k), np.float32), np.empty((b, k), np.float32)
         self.gu = np.empty((b, k + 1), np.float32)
         self.gm_all = np.zeros((b + extra, k + 2), np.float32)  # [positives; negatives]: one update for both
@@ -86,14 +85,13 @@ class DotBatch:
         elif self.ranking.loss == "bpr":
             n_extra = b
             rank = K.bpr_rows(self.movies, m, j, f32(w / b), reg, qu, qm, gu, gm, self.gm_all[b:2 * b])
-        self.opt_users.step(self.user_rows.find(u), gu, lr, t)
+        self.opt_users.step(u, gu, lr, t)
         self.m_all[:b] = m
         if n_extra:
             self.m_all[b:b + n_extra] = j
         end = b + n_extra
-        rows = self.movie_rows.find(self.m_all[:end])
         # The movie bias learns from the positives only (the first b occurrences).
-        self.opt_movies.step(rows, self.gm_all[:end], lr, t, tail_from=k + K.MOVIE_BIAS, tail_limit=b)
+        self.opt_movies.step(self.m_all[:end], self.gm_all[:end], lr, t, tail_from=k + K.MOVIE_BIAS, tail_limit=b)
         return sq, rank
 
     def _softmax(self, m: np.ndarray, j: np.ndarray, c: np.ndarray, b: int, w: float, lr: float, t: int,
@@ -160,6 +158,9 @@ class DotStep:
         self.rating, self.weight = hugepages.zeros((r,)), hugepages.zeros((r,))
         self.softmax = ranking.loss == "softmax"
         self.negatives: np.ndarray | None = None
+
+    def permutation(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return parallel_permutation(n, gen)
 
     def begin_epoch(self, order: torch.Tensor, negatives: torch.Tensor | None) -> None:
         K.shuffle_ratings(self.records, order.numpy(), self.user, self.movie, self.rating.view(np.int32),

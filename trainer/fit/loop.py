@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from trainer import DivergedError
+from trainer import kernels as K
 from trainer.data import Ratings
 from trainer.fit.params import FitParams, History
 from trainer.fit.sampling import Ranking
@@ -41,13 +42,18 @@ class Step(Protocol):
     #: The model being trained.
     model: Model
 
+    def permutation(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """The epoch's order of the ``n`` ratings, drawn from ``gen`` (:func:`cpu_permutation` unless the step
+        has a faster way: the numba step's is parallel, the GPU step's is drawn on the GPU)."""
+
     def begin_epoch(self, order: torch.Tensor, negatives: torch.Tensor | None) -> None:
         """Take the epoch's order of the ratings (a permutation) and its negatives (:meth:`Ranking.draw`)."""
 
     def __call__(self, batch: int, rows: slice, lr: float, t: int) -> tuple[float, float]:
         """Train on batch number ``batch`` (the ratings ``rows`` of the epoch's order) at step ``t``.
 
-        Returns the batch's summed squared rating error and its ranking loss summed over ratings.
+        Returns the batch's summed squared rating error and its ranking loss summed over ratings, as
+        numbers or as 0-dim tensors (a GPU step's stay on the GPU: the loop reads them once an epoch).
         """
 
     def end_epoch(self) -> None:
@@ -69,7 +75,7 @@ def run_epochs(step: Step, train: Ratings, params: FitParams, ranking: Ranking, 
     t = 0
     for epoch in range(params.epochs):
         start = time.perf_counter()
-        order = torch.randperm(r, generator=gen)
+        order = step.permutation(r, gen)
         step.begin_epoch(order, ranking.draw(gen, batches, r))
         loss_sum = rank_sum = 0.0
         if governor is not None:
@@ -81,7 +87,7 @@ def run_epochs(step: Step, train: Ratings, params: FitParams, ranking: Ranking, 
             rank_sum += rank
             if governor is not None:
                 governor.step(t)
-        loss = loss_sum / r
+        loss, rank_sum = float(loss_sum) / r, float(rank_sum)  # the one wait for a GPU an epoch
         if not math.isfinite(loss) or not math.isfinite(rank_sum):
             raise DivergedError(f"training diverged in epoch {epoch + 1}: loss is {loss} (try a lower --lr)")
         step.end_epoch()
@@ -92,6 +98,24 @@ def run_epochs(step: Step, train: Ratings, params: FitParams, ranking: Ranking, 
     if governor is not None:
         history.threads_dropped_at_step = governor.dropped_at
     return history
+
+
+def cpu_permutation(n: int, gen: torch.Generator) -> torch.Tensor:
+    """A random order of ``n`` ratings drawn from ``gen`` (the steps that have no faster way of their own)."""
+    return torch.randperm(n, generator=gen)
+
+
+def epoch_seed(gen: torch.Generator) -> int:
+    """One draw from the fit's generator that seeds an epoch's order (:func:`parallel_permutation`, the GPU's)."""
+    return int(torch.randint(0, 2 ** 62, (1,), generator=gen))
+
+
+def parallel_permutation(n: int, gen: torch.Generator) -> torch.Tensor:
+    """A random order of ``n`` ratings computed by every thread (:func:`trainer.kernels.random_permutation`),
+    seeded from ``gen``; the same order whatever the thread count."""
+    out = np.empty(n, np.int64)
+    K.random_permutation(epoch_seed(gen), out)
+    return torch.from_numpy(out)
 
 
 def _record(history: History, model: Model, valid: Ratings | None, loss: float, rank: float,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from trainer.data import Ratings
+from trainer.fit.loop import cpu_permutation
 from trainer.fit.params import FitParams
 from trainer.fit.sampling import Ranking, ranked_rows
 from trainer.models import EmbeddingNN
@@ -31,6 +32,9 @@ class NNStep:
         self.user = self.movie = self.rating = torch.empty(0)
         self.weight: torch.Tensor | None = None
         self.negatives: torch.Tensor | None = None
+
+    def permutation(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return cpu_permutation(n, gen)
 
     def begin_epoch(self, order: torch.Tensor, negatives: torch.Tensor | None) -> None:
         self.model.train()

@@ -19,23 +19,6 @@ from trainer import kernels as K
 f32 = np.float32
 
 
-class RowSet:
-    """The distinct rows of one table that a batch touched (:func:`trainer.kernels.touched_rows`)."""
-
-    def __init__(self, n_rows: int, capacity: int) -> None:
-        self.slot = hugepages.zeros((n_rows,), np.int64)
-        self.slot.fill(-1)
-        self.rows = np.empty(capacity, np.int64)
-        self.first = np.empty(capacity, np.int64)
-        self.inverse = np.empty(capacity, np.int64)
-        self.n = self.count = 0
-
-    def find(self, index: np.ndarray) -> RowSet:
-        self.count = index.shape[0]
-        self.n = K.touched_rows(index, self.slot, self.rows, self.first, self.inverse[:self.count])
-        return self
-
-
 class LazyAdam:
     """Adam on the rows of a table that a batch touched ("lazy Adam"), with per-occurrence L2.
 
@@ -52,17 +35,20 @@ class LazyAdam:
         self.m1.fill(0.0)  # touch the pages now (set-up), not during the first epoch
         self.m2.fill(0.0)
         self.acc = np.empty((capacity, table.shape[1]), np.float32)
+        #: Per table row: -1, or during a step the position of the row's first occurrence in the batch.
+        self.slot = hugepages.zeros((table.shape[0],), np.int64)
+        self.slot.fill(-1)
         self.b1, self.b2, self.eps = betas[0], betas[1], eps
 
-    def step(self, rows: RowSet, grad: np.ndarray, lr: float, t: int, tail_from: int | None = None,
+    def step(self, index: np.ndarray, grad: np.ndarray, lr: float, t: int, tail_from: int | None = None,
              tail_limit: int = 0) -> None:
-        """Columns from ``tail_from`` on only in rows that the first ``tail_limit`` occurrences touched."""
+        """``grad[i]`` is row ``index[i]``'s; columns from ``tail_from`` on only in rows that the first
+        ``tail_limit`` occurrences touched."""
         c1, c2 = 1 - self.b1 ** t, 1 - self.b2 ** t
         width = self.table.shape[1]
-        K.adam_rows(self.table, self.m1, self.m2, grad, self.acc, rows.rows, rows.n, rows.first,
-                    rows.inverse[:rows.count], rows.slot, f32(self.b1), f32(self.b2), f32(lr / c1), f32(c2),
-                    f32(self.eps), width if tail_from is None else tail_from,
-                    rows.count if tail_from is None else tail_limit, numba.get_num_threads())
+        K.adam_rows(self.table, self.m1, self.m2, grad, self.acc, index, self.slot, f32(self.b1), f32(self.b2),
+                    f32(lr / c1), f32(c2), f32(self.eps), width if tail_from is None else tail_from,
+                    index.shape[0] if tail_from is None else tail_limit, numba.get_num_threads())
 
 
 class ScalarAdam:

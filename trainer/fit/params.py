@@ -80,6 +80,10 @@ class History:
     threads: int = 1
     #: The step after which it went on with one thread (``threads.ThreadGovernor``), if it did.
     threads_dropped_at_step: int | None = None
+    #: Which engine trained, on which device (``engine.Engine.label``): ``numba/cpu``, ``torch/cuda:0``, ...
+    engine: str = "numba/cpu"
+    #: Processes of a distributed job (1: one process).
+    world_size: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -117,12 +117,17 @@ export function normaliseMovie(raw) {
     rating: typeof raw.rating === "number" ? raw.rating : null,
     rated_at: raw.rated_at ?? null,
     count: raw.ratings_count ?? raw.count ?? raw.n_ratings ?? null,
+    // explain=true: the user's rated movies that raised this one's score most, largest first.
+    because: Array.isArray(raw.because) ? raw.because.filter((r) => r && r.title) : null,
   };
 }
 
 export const api = {
-  recommend: (userId, { n = 10, genre, minYear, exclude } = {}, signal) =>
-    request("GET", "recommend", { query: { user_id: userId, n, genre, min_year: minYear, exclude }, signal }),
+  recommend: (userId, { n = 10, genre, minYear, exclude, explain = true } = {}, signal) =>
+    request("GET", "recommend", {
+      query: { user_id: userId, n, genre, min_year: minYear, exclude, explain: explain ? "true" : undefined },
+      signal,
+    }),
   predictMany: (pairs) => request("POST", "predict", { body: pairs }),
   rate: (userId, movieId, rating) =>
     request("POST", "ratings", { body: { user_id: userId, movie_id: movieId, rating } }),
@@ -135,4 +140,7 @@ export const api = {
   similar: (movieId, n = 6) => request("GET", `movies/${encodeURIComponent(movieId)}/similar`, { query: { n } }),
   popular: (n = 10) => request("GET", "popular", { query: { n } }),
   model: () => request("GET", "model"),
+  /** A click on a recommended movie (POST /events); fire and forget: a failure is not the user's problem. */
+  click: (requestId, movieId) =>
+    request("POST", "events", { body: { request_id: requestId, movie_id: movieId, kind: "click" } }).catch(() => null),
 };

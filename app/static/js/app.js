@@ -177,6 +177,7 @@ function mergeMovie(movie) {
   }
   delete merged.rating;
   delete merged.score;
+  delete merged.because;
   state.movies.set(movie.movie_id, merged);
   return merged;
 }
@@ -206,7 +207,42 @@ function formatRating(value) {
   return Number.isInteger(value) ? String(value) : value.toFixed(1);
 }
 
-function renderMovie(movie, { context, prediction = null } = {}) {
+/** Below this many predicted stars a recommended movie gets a note on why it still ranks high. */
+const MODEST_STARS = 3.5;
+
+const STARS_HELP = "Predicted stars: the rating the model expects you would give this movie. The list is ranked "
+  + "by how likely you are to watch and enjoy it, which also counts how widely a movie is watched, so the two "
+  + "need not agree.";
+
+/** "Because you rated X and Y": the ratings that raised this movie's score most (GET /recommend?explain=true). */
+function renderBecause(node, because) {
+  const slot = node.querySelector(".because");
+  if (!because || !because.length) {
+    slot.remove();
+    return;
+  }
+  slot.textContent = "";
+  slot.append("Because you rated ");
+  because.forEach((reason, i) => {
+    if (i > 0) slot.append(i === because.length - 1 ? " and " : ", ");
+    const title = document.createElement("strong");
+    title.textContent = reason.title;
+    slot.append(title);
+    // The user's own stars (from their ratings list): a low rating can be a reason too (disliking a
+    // movie's opposite).
+    const rating = state.ratings.get(reason.movie_id)?.rating;
+    if (rating != null) {
+      const stars = document.createElement("span");
+      stars.className = "because-rating";
+      stars.textContent = `(${formatRating(rating)}★)`;
+      slot.append(" ", stars);
+    }
+  });
+  slot.title = because.map((r) => `${r.title}: +${r.weight} to this movie's score`).join("\n");
+  slot.dataset.movieIds = because.map((r) => r.movie_id).join(",");
+}
+
+function renderMovie(movie, { context, prediction = null, requestId = null } = {}) {
   const node = $("#movie-template").content.firstElementChild.cloneNode(true);
   node.dataset.movieId = String(movie.movie_id);
   node.querySelector(".title").textContent = movie.title;
@@ -221,7 +257,8 @@ function renderMovie(movie, { context, prediction = null } = {}) {
   const pred = node.querySelector(".prediction");
   if (prediction != null && Number.isFinite(prediction)) {
     pred.innerHTML = "";
-    pred.append("Predicted rating ");
+    pred.title = STARS_HELP;
+    pred.append("Predicted stars ");
     const value = document.createElement("strong");
     value.className = "predicted-value";
     value.textContent = prediction.toFixed(1);
@@ -231,11 +268,18 @@ function renderMovie(movie, { context, prediction = null } = {}) {
     bar.setAttribute("aria-hidden", "true");
     bar.style.setProperty("--fill", `${Math.max(0, Math.min(1, prediction / 5)) * 100}%`);
     pred.append(bar);
+    if (context === "recs" && prediction < MODEST_STARS) {
+      const hint = document.createElement("span");
+      hint.className = "rank-hint";
+      hint.textContent = "· ranked for how likely you are to watch it, not for the stars";
+      pred.append(hint);
+    }
   } else if (movie.count != null && typeof movie.count === "number") {
     pred.textContent = `Rated by ${movie.count.toLocaleString()} people`;
   } else {
     pred.remove();
   }
+  renderBecause(node, context === "recs" ? movie.because : null);
   const current = state.ratings.get(movie.movie_id)?.rating ?? null;
   const stars = createStars({
     movieId: movie.movie_id,
@@ -251,7 +295,11 @@ function renderMovie(movie, { context, prediction = null } = {}) {
   panel.id = panelId;
   more.setAttribute("aria-controls", panelId);
   more.setAttribute("aria-label", `More like ${movie.title}`);
-  more.addEventListener("click", () => toggleSimilar(movie, more, panel));
+  more.addEventListener("click", () => {
+    // Opening "More like this" on a recommendation is a click on it, for the online metrics.
+    if (requestId && more.getAttribute("aria-expanded") !== "true") api.click(requestId, movie.movie_id);
+    toggleSimilar(movie, more, panel);
+  });
   return node;
 }
 
@@ -357,7 +405,9 @@ function setRecsHeader(personalized, modelVersion) {
     heading.textContent = "Recommended for you";
     badge.textContent = "personalized";
     badge.className = "badge badge-personal";
-    note.textContent = "Movies you have not rated, ranked by the model from your ratings.";
+    note.textContent = "Movies you have not rated, ranked by how likely you are to watch and enjoy them. "
+      + "Predicted stars are the rating the model expects you would give: a widely watched movie can rank "
+      + "high with modest predicted stars.";
   } else {
     heading.textContent = "Popular movies";
     badge.textContent = "popular";
@@ -385,6 +435,7 @@ async function refreshRecs() {
     let rows;
     let personalized = false;
     let modelVersion = null;
+    let requestId = null;
     if (state.userId == null) {
       const data = await api.popular(REC_COUNT);
       rows = itemsOf(data);
@@ -394,6 +445,7 @@ async function refreshRecs() {
       rows = itemsOf(data);
       personalized = Boolean(data && data.personalized);
       modelVersion = data && data.model_version;
+      requestId = data && data.request_id;
     }
     const movies = rows.map(normaliseMovie).filter(Boolean);
     let predictions = new Map();
@@ -414,8 +466,9 @@ async function refreshRecs() {
     const hadFocus = list.contains(document.activeElement);
     list.innerHTML = "";
     for (const movie of movies) {
-      const merged = { ...mergeMovie(movie), count: movie.count };
-      list.append(renderMovie(merged, { context: "recs", prediction: predictions.get(movie.movie_id) ?? null }));
+      const merged = { ...mergeMovie(movie), count: movie.count, because: movie.because };
+      list.append(renderMovie(merged, { context: "recs", prediction: predictions.get(movie.movie_id) ?? null,
+        requestId }));
     }
     if (!movies.length) {
       const li = document.createElement("li");
