@@ -131,7 +131,11 @@ def recommend(state: ServingState | None, popularity: Popularity, user_id: int, 
             _disallow(model, allowed, ratings.movie_ids)
             if filters.exclude:
                 _disallow(model, allowed, np.fromiter(filters.exclude, dtype=np.int64, count=len(filters.exclude)))
-            rows, scores = state.ranker.top_for_user(user, n, allowed)
+            rated, known = model.movie_rows(ratings.movie_ids)  # the item term's input (scoring.py)
+            if model.item_term is not None:  # exact: no index holds the item term (catalogues up to ~12K movies)
+                rows, scores = model.top_for_user(user, n, allowed, rated[known])
+            else:
+                rows, scores = state.ranker.top_for_user(user, n, allowed)
             items = _with_counts(popularity, _scored(state, rows, scores))
             if explain:
                 reasons = explain_rows(model, state.catalogue, ratings.movie_ids, ratings.ratings, rows)

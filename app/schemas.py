@@ -101,8 +101,8 @@ class Reason(BaseModel):
 
     movie_id: int
     title: str | None
-    rating: float = Field(description="The user's rating of it.")
-    weight: float = Field(gt=0, description="How much this rating raised the ranking score (the units of `score`).")
+    weight: float = Field(gt=0, description="How much the user's rating of it raised the ranking score (the units "
+                                            "of `score`, 4 significant digits).")
 
 
 class ExplainedMovieItem(MovieItem):

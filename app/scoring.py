@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from movierec.item_term import ItemTerm
 from movierec.model_format import ModelArtifact
 
 #: The rating scale every answer is clipped to (MovieLens stars).
@@ -139,6 +140,8 @@ class LoadedModel:
         self.movie_bias: np.ndarray = np.asarray(t["movie_bias"], dtype=np.float32)
         # The movie term of the ranking score (model_format.py; the loader supplies it for older versions).
         self.rank_term: np.ndarray = np.asarray(t["rank_bias"], dtype=np.float32)
+        # The item-item term of the ranking score, when the version has one (model_format.py).
+        self.item_term: ItemTerm | None = ItemTerm.from_tensors(t, len(t["movie_ids"]))
         self.k: int = int(self.user_factors.shape[1])
         self.global_bias: float = float(manifest["global_bias"])
         self.y_lo, self.y_hi = (float(v) for v in manifest["y_range"])
@@ -279,14 +282,21 @@ class LoadedModel:
 
     # -- ranking ---------------------------------------------------------------------------------
 
-    def rank_scores(self, user: UserVector) -> np.ndarray:
-        """Ranking score of every movie for ``user`` (a fresh array the caller may modify)."""
+    def rank_scores(self, user: UserVector, rated_rows: np.ndarray | None = None) -> np.ndarray:
+        """Ranking score of every movie for ``user`` (a fresh array the caller may modify).
+
+        ``rated_rows``: the model rows of the movies the user has rated; they bring in the item-item
+        term when the version has one (None: no item term).
+        """
         if self.kind == "dot":
             scores = self.movie_factors @ user.vec
             scores += self.rank_term  # in place: one pass fewer over the catalogue
-            return scores
-        h1 = self._movie_h1 + (self._w1_user @ user.vec + self.layers[0][1])
-        return self._nn_logit(h1).astype(np.float32) + self.rank_term  # logit + rank_bias (model_format.py)
+        else:
+            h1 = self._movie_h1 + (self._w1_user @ user.vec + self.layers[0][1])
+            scores = self._nn_logit(h1).astype(np.float32) + self.rank_term  # logit + rank_bias (model_format.py)
+        if self.item_term is not None and rated_rows is not None and len(rated_rows):
+            scores += self.item_term.scores(rated_rows)
+        return scores
 
     def top_n(self, scores: np.ndarray, n: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the ``n`` best allowed scores, best first (ties by row), with their scores. Exact.
@@ -309,9 +319,11 @@ class LoadedModel:
         order = np.lexsort((candidates, -sub))[:n]
         return candidates[order], sub[order]
 
-    def top_for_user(self, user: UserVector, n: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The ``n`` allowed rows ranked best for ``user``, best first, with their ranking scores."""
-        return self.top_n(self.rank_scores(user), n, allowed)
+    def top_for_user(self, user: UserVector, n: int, allowed: np.ndarray,
+                     rated_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` allowed rows ranked best for ``user`` (who rated ``rated_rows``), best first, with
+        their ranking scores."""
+        return self.top_n(self.rank_scores(user, rated_rows), n, allowed)
 
     @functools.cached_property
     def movie_unit(self) -> np.ndarray:

@@ -81,7 +81,7 @@ def cli(args: list[str], env: dict[str, str], log: Path) -> float:
 
 
 def publish_synthetic(store: Path, user_ids: np.ndarray, movie_ids: np.ndarray, n_ratings: int,
-                      max_rated_at: int, seed: int = 0) -> int:
+                      max_rated_at: int, seed: int = 0, item_neighbours: int = 0) -> int:
     """A ``dot`` model of random factors for these ids (k=64), published as the current version."""
     from movierec.store import ModelStore
 
@@ -95,6 +95,15 @@ def publish_synthetic(store: Path, user_ids: np.ndarray, movie_ids: np.ndarray, 
         "movie_bias": rng.normal(0, 0.1, m).astype(np.float32),
         "rank_bias": rng.normal(0, 0.1, m).astype(np.float32),
     }
+    if item_neighbours > 0:  # an item-item term of the trainer's shape (trainer.itemitem): k neighbours a movie
+        from movierec.item_term import ItemTerm
+
+        k = min(item_neighbours, m)
+        cols = np.sort(np.argsort(rng.random((m, m)), axis=1)[:, :k], axis=1) if m <= 5000 else \
+            np.sort(rng.integers(0, m, (m, k)), axis=1)
+        term = ItemTerm(np.arange(0, m * k + 1, k, dtype=np.int64), cols.ravel().astype(np.int32),
+                        rng.normal(0, 0.05, m * k).astype(np.float32))
+        tensors.update(term.tensors())
     manifest = {"kind": "dot", "factors": K, "y_range": [0.0, 5.5], "rating_scale": [0.5, 5.0], "global_bias": 0.5,
                 "counts": {"users": n, "movies": m, "ratings": n_ratings},
                 "data": {"ratings": n_ratings, "max_rated_at": int(max_rated_at)},
@@ -102,15 +111,19 @@ def publish_synthetic(store: Path, user_ids: np.ndarray, movie_ids: np.ndarray, 
     return ModelStore(store).publish(tensors, manifest)
 
 
-def setup_100k(db_url: str, store: Path | None, log: Path) -> dict:
-    """Migrate ``db_url``, import MovieLens 100K; publish the model into ``store`` when given."""
+def setup_100k(db_url: str, store: Path | None, log: Path, plain_store: Path | None = None) -> dict:
+    """Migrate ``db_url``, import MovieLens 100K; publish the model into ``store`` when given (with an item
+    term of the trainer's shape) and the same factors without one into ``plain_store``."""
     folder, how = C.ml100k_dir()
     env = env_for(db_url, store or WORK / "unused-store")
     t = cli(["db", "upgrade"], env, log)
     t += cli(["import", "movielens", str(folder)], env, log)
     raw = np.loadtxt(folder / "u.data", dtype=np.int64, delimiter="\t")
     if store is not None:
-        publish_synthetic(store, np.unique(raw[:, 0]), np.unique(raw[:, 1]), len(raw), int(raw[:, 3].max()))
+        publish_synthetic(store, np.unique(raw[:, 0]), np.unique(raw[:, 1]), len(raw), int(raw[:, 3].max()),
+                          item_neighbours=_item_neighbours())
+    if plain_store is not None:  # the same factors without the item term: what the term costs
+        publish_synthetic(plain_store, np.unique(raw[:, 0]), np.unique(raw[:, 1]), len(raw), int(raw[:, 3].max()))
     return {"users": int(raw[:, 0].max()), "movies": int(raw[:, 1].max()), "setup_s": t, "source": str(folder)}
 
 
@@ -298,44 +311,67 @@ def run_million(serve: list[str], conns: list[int], duration: float, results: li
 RECORDING_ROUNDS = 2
 
 
+def _item_neighbours() -> int:
+    """Neighbours per movie of the item term the trainer's defaults publish."""
+    from trainer.fit import defaults_for
+
+    return defaults_for("dot").item_neighbours
+
+
 def measure_recording(serve: list[str], db_url: str, store: Path, log: Path, env: dict[str, str], conns: list[int],
                       duration: float, results: list[dict], rounds: int = RECORDING_ROUNDS) -> None:
     """GET /recommend with impression recording off and on (MOVIEREC_RECORD_IMPRESSIONS), alternated."""
+    variants = {state: ({"MOVIEREC_RECORD_IMPRESSIONS": "true" if state == "on" else "false"}, store)
+                for state in ("off", "on")}
+    measure_alternated("recording", variants, serve, db_url, log, env, conns, duration, results, rounds)
+
+
+def measure_item_term(serve: list[str], db_url: str, store: Path, plain_store: Path, log: Path, env: dict[str, str],
+                      conns: list[int], duration: float, results: list[dict], rounds: int = RECORDING_ROUNDS) -> None:
+    """GET /recommend of the same model without and with its item-item term, alternated."""
+    variants = {"off": ({}, plain_store), "on": ({}, store)}
+    measure_alternated("item term", variants, serve, db_url, log, env, conns, duration, results, rounds)
+
+
+def measure_alternated(what: str, variants: dict[str, tuple[dict[str, str], Path]], serve: list[str], db_url: str,
+                       log: Path, env: dict[str, str], conns: list[int], duration: float, results: list[dict],
+                       rounds: int) -> None:
+    """GET /recommend under each variant (label -> extra server environment, model store), the servers
+    started once and measured in turn over ``rounds``, so that the machine's drift hits every variant alike."""
     with contextlib.ExitStack() as stack:
-        servers = {state: stack.enter_context(Server(
-            serve, {**env_for(db_url, store), "MOVIEREC_RECORD_IMPRESSIONS": "true" if state == "on" else "false"},
-            log, "/ready")) for state in ("off", "on")}
+        servers = {label: stack.enter_context(Server(serve, {**env_for(db_url, store), **extra}, log, "/ready"))
+                   for label, (extra, store) in variants.items()}
         for _ in range(rounds):
-            for state, srv in servers.items():
-                measure(f"GET /recommend (100K, recording {state})", srv, "recommend.lua", env, conns, duration,
+            for label, srv in servers.items():
+                measure(f"GET /recommend (100K, {what} {label})", srv, "recommend.lua", env, conns, duration,
                         results, cpu=True)
 
 
-def rows_of(results: list[dict], connections: int, state: str) -> list[dict]:
-    """The recording-{state} rows measured with ``connections``."""
-    return [r for r in results if r["connections"] == connections and r["scenario"].endswith(f"recording {state})")]
+def rows_of(results: list[dict], connections: int, state: str, what: str = "recording") -> list[dict]:
+    """The ``what``-{state} rows measured with ``connections``."""
+    return [r for r in results if r["connections"] == connections and r["scenario"].endswith(f"{what} {state})")]
 
 
-def recording_summary(results: list[dict]) -> list[str]:
-    """Recording on against off: mean requests/s and p99 over the rounds, as ratios (target: within 10 %)."""
+def recording_summary(results: list[dict], what: str = "recording") -> list[str]:
+    """``what`` on against off: mean requests/s and p99 over the rounds, as ratios (target: within 10 %)."""
     lines = []
     for c in sorted({r["connections"] for r in results}):
         def mean(state: str, key: str, c: int = c) -> float:
-            rows = [r.get(key, float("nan")) for r in rows_of(results, c, state)]
+            rows = [r.get(key, float("nan")) for r in rows_of(results, c, state, what)]
             return sum(rows) / len(rows) if rows else float("nan")
         off_rps, on_rps, off_p99, on_p99 = mean("off", "rps"), mean("on", "rps"), mean("off", "p99_ms"), mean("on", "p99_ms")
         off_cpu, on_cpu = mean("off", "cpu_ms_per_request"), mean("on", "cpu_ms_per_request")
         if off_rps == off_rps and on_rps == on_rps:  # both measured (not NaN)
-            lines.append(f"- {c} connection(s): recording on / off = {on_rps / off_rps:.3f} × requests/s "
+            lines.append(f"- {c} connection(s): {what} on / off = {on_rps / off_rps:.3f} × requests/s "
                          f"({on_rps:.0f} / {off_rps:.0f}), {on_p99 / off_p99:.3f} × p99 ({on_p99:.2f} / {off_p99:.2f} ms), "
                          f"{on_cpu / off_cpu:.3f} × server CPU per request ({on_cpu:.3f} / {off_cpu:.3f} ms), "
-                         f"mean of {len(rows_of(results, c, 'on'))} alternated rounds")
+                         f"mean of {len(rows_of(results, c, 'on', what))} alternated rounds")
     return lines
 
 
 def run(duration: float, conns: list[int], postgres: bool, only_recording: bool = False,
         rounds: int = RECORDING_ROUNDS, million: bool = True, only_million: bool = False,
-        million_movies: int = 1_000_000, memory: bool = True) -> dict:
+        million_movies: int = 1_000_000, memory: bool = True, only_item_term: bool = False) -> dict:
     t_start = time.perf_counter()
     if WORK.exists():
         shutil.rmtree(WORK)
@@ -357,10 +393,14 @@ def run(duration: float, conns: list[int], postgres: bool, only_recording: bool 
     print("setting up SQLite 100K ...", flush=True)
     store100 = WORK / "store-100k"
     db100 = f"sqlite:///{WORK / 'ml100k.db'}"
-    info["100k"] = s100 = setup_100k(db100, store100, log)
+    store100_plain = WORK / "store-100k-plain"
+    info["100k"] = s100 = setup_100k(db100, store100, log, store100_plain)
     read_env = {"MAX_USER": str(s100["users"]), "MAX_MOVIE": str(s100["movies"]), "SEED": "1"}
-    if only_recording:
-        measure_recording(serve, db100, store100, log, read_env, conns, duration, results, rounds)
+    if only_recording or only_item_term:
+        if only_recording:
+            measure_recording(serve, db100, store100, log, read_env, conns, duration, results, rounds)
+        if only_item_term:
+            measure_item_term(serve, db100, store100, store100_plain, log, read_env, conns, duration, results, rounds)
         return _finish(info, results, t_start)
     print("setting up SQLite 60k movies ...", flush=True)
     store60 = WORK / "store-60k"
@@ -374,6 +414,7 @@ def run(duration: float, conns: list[int], postgres: bool, only_recording: bool 
         measure("GET /recommend (100K)", srv, "recommend.lua", read_env, conns, duration, results)
         measure("POST /ratings (SQLite)", srv, "ratings.lua", write_env, conns, duration, results)
     measure_recording(serve, db100, store100, log, read_env, conns, duration, results)
+    measure_item_term(serve, db100, store100, store100_plain, log, read_env, conns, duration, results)
     with Server(serve, env_for(f"sqlite:///{WORK / 'synthetic60k.db'}", store60), log, "/ready") as srv:
         measure("GET /recommend (60k movies)", srv, "recommend.lua",
                 {"MAX_USER": str(s60["users"]), "SEED": "1"}, conns, duration, results)
@@ -481,6 +522,11 @@ def render(info: dict) -> str:
     if recording:
         out += ["Impression recording (issue 18 target: throughput and p99 within 10 % of recording off):", "",
                 *recording, ""]
+    item_term = recording_summary(res, "item term")
+    if item_term:
+        out += ["Item-item term of the ranking (issue 16 target: /recommend within 10 % of the same model without "
+                "it; the trainer's neighbours per rated movie, MovieLens 100K users' real ratings):", "",
+                *item_term, ""]
     if "worker_memory" in info:
         from bench import worker_memory
 
@@ -498,6 +544,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only-recording", action="store_true",
                     help="only GET /recommend with impression recording off and on (and no saved results)")
     ap.add_argument("--rounds", type=int, default=RECORDING_ROUNDS, help="alternated off/on rounds of recording")
+    ap.add_argument("--only-item-term", action="store_true",
+                    help="only GET /recommend without and with the item-item term (and no saved results)")
     ap.add_argument("--skip-memory", action="store_true", help="leave out the worker-memory comparison")
     ap.add_argument("--skip-million", action="store_true", help="leave out the 1M-movie scenario (several minutes)")
     ap.add_argument("--only-million", action="store_true", help="the bare endpoint and the 1M-movie scenario only")
@@ -508,9 +556,10 @@ def main(argv: list[str] | None = None) -> None:
     duration, conns = (3.0, [8]) if args.quick else (args.duration, args.connections)
     info = run(duration, conns, not args.skip_postgres, args.only_recording, args.rounds,
                million=not args.skip_million, only_million=args.only_million, million_movies=args.million_movies,
-               memory=not args.skip_memory)
+               memory=not (args.skip_memory or args.quick or args.only_recording or args.only_item_term),
+               only_item_term=args.only_item_term)
     text = render(info)
-    if args.only_recording:
+    if args.only_recording or args.only_item_term:
         print(text)
         return
     C.save_part("serving-million" if args.only_million else "serving", args.quick, text, info)

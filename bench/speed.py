@@ -236,7 +236,7 @@ def unavailable(system: str, n: int, torch_max: int) -> str | None:
             return f"{system}: not run, no CUDA GPU here (bench/gpu.py has every GPU row)"
     if system in TORCH_ROWS and "CUDA" not in system and n > torch_max:
         return (f"{system} at {n:,} ratings: not run (--torch-max {torch_max:,}); the torch engine on a CPU is the "
-                "GPU's code path for tests, ~5-10x slower than numba there")
+                "GPU's code path for tests, several times slower than numba there")
     if system in DISTRIBUTED and DISTRIBUTED[system] > cores:
         return f"{system}: not run, fewer cores than processes"
     return None

@@ -39,6 +39,11 @@ class System:
     def score(self, users: np.ndarray) -> np.ndarray | None:
         return None
 
+    def fold_in(self, given: Triples, users: np.ndarray) -> np.ndarray | None:
+        """Ranking scores of users absent from training, from their ``given`` ratings only (the
+        cold-user protocol); None when the system cannot place a new user."""
+        return None
+
 
 class GlobalMean(System):
     name, config, deterministic, ranking = "global mean", "mean training rating", True, False
@@ -60,6 +65,43 @@ class Popularity(System):
 
     def score(self, users: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.counts, (len(users), len(self.counts)))
+
+    def fold_in(self, given: Triples, users: np.ndarray) -> np.ndarray:
+        return self.score(users)
+
+
+class ItemItem(System):
+    """EASE (Steck 2019) or item-kNN cosine on the binary matrix of training ratings
+    (:mod:`trainer.itemitem`); a new user is scored from their given ratings, no refit needed."""
+
+    rating = False
+    deterministic = True
+
+    def __init__(self, method: str, param: float) -> None:
+        self.method, self.param = method, param
+        if method == "ease":
+            self.name, self.config = "EASE", f"closed form, lambda {param:g} (tuned on the tuning folds)"
+        else:
+            self.name, self.config = "item-kNN cosine", f"binary cosine, {int(param)} neighbours per movie"
+
+    def fit(self, train: Triples, seed: int) -> ItemItem:
+        from trainer.itemitem import cosine_knn, ease
+
+        build = ease if self.method == "ease" else cosine_knn
+        arg = float(self.param) if self.method == "ease" else int(self.param)
+        self.matrix = build(train.user, train.movie, train.n_users, train.n_movies, arg)
+        self.train = train
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        from trainer.itemitem import user_item_scores
+
+        return user_item_scores(self.matrix, self.train.user, self.train.movie, users)
+
+    def fold_in(self, given: Triples, users: np.ndarray) -> np.ndarray:
+        from trainer.itemitem import user_item_scores
+
+        return user_item_scores(self.matrix, given.user, given.movie, users)
 
 
 # ------------------------------------------------------------------------------------ Surprise
@@ -230,6 +272,19 @@ class ImplicitSystem(System):
         uf = np.asarray(self.model.user_factors)
         itf = np.asarray(self.model.item_factors)
         return uf[users] @ itf.T
+
+    def fold_in(self, given: Triples, users: np.ndarray) -> np.ndarray | None:
+        """ALS solves a new user's factors from their items (``recalculate_user``); BPR cannot."""
+        if not hasattr(self.model, "recalculate_user") or "BPR" in self.name:
+            return None
+        import scipy.sparse as sp
+
+        pos = np.searchsorted(users, given.user)
+        keep = (pos < len(users)) & (users[np.minimum(pos, len(users) - 1)] == given.user)
+        ui = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (pos[keep], given.movie[keep])),
+                           shape=(len(users), given.n_movies))
+        uf = np.asarray(self.model.recalculate_user(np.asarray(users), ui))
+        return uf @ np.asarray(self.model.item_factors).T
 
 
 def implicit_systems() -> list[ImplicitSystem]:

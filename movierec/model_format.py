@@ -17,6 +17,9 @@ name               shape / dtype   meaning
 ``rank_bias``      (m,) float32    optional: movie term of the ranking score (see below)
 ``mlp.N.weight``   (out, in)       ``nn`` models only: linear layer N (torch layout)
 ``mlp.N.bias``     (out,)          ``nn`` models only
+``item_indptr``    (m + 1,) int64  optional: item-item term of the ranking score, CSR row pointers
+``item_indices``   (nnz,) int32    optional: its column (movie row) indices
+``item_weights``   (nnz,) float32  optional: its weights (the blend weight multiplied in)
 ``movie_norm``     (m,) float32    derived: L2 norm of each ``movie_factors`` row (cosine similarity)
 ``movie_h1``       (m, h) float32  derived, ``nn`` only: ``movie_factors @ mlp.0.weight[:, k:].T``,
                                    the movie half of the first layer (h = its outputs)
@@ -35,6 +38,11 @@ Semantics (``manifest["y_range"] = [lo, hi]``, ``manifest["global_bias"] = g``, 
 * ``nn``: ``x = concat(user_factors[u], movie_factors[m])``; every ``mlp.N`` layer but the last
   is followed by ReLU; the last has one output, the logit; ``rating = lo + (hi - lo) * s(logit + g)``.
   The ranking score is ``logit + rank_bias[m]`` when ``rank_bias`` is present, else the logit.
+* Item-item term (either kind, when the three ``item_*`` tensors are present; :mod:`movierec.item_term`):
+  a sparse movie x movie matrix ``W``; the ranking score of movie ``i`` for a user whose rated movies
+  are ``R`` gains ``sum_{j in R} W[j, i]`` (every rated movie counts, whatever its stars; trained and
+  folded-in users alike). Ratings (``/predict``) never use it. ``manifest["item_term"]`` records how
+  it was built (method, lambda, neighbours, blend weight); serving needs nothing from it.
 
 Older versions: :meth:`movierec.store.ModelStore.load` normalises what it reads (:func:`normalize`),
 so readers see one set of keys. The data snapshot is ``manifest["data_snapshot"]`` (early trainers
@@ -52,6 +60,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from movierec.item_term import ItemTerm, ItemTermError
 
 FORMAT_VERSION = 1
 MODEL_KINDS = ("dot", "nn")
@@ -198,3 +208,7 @@ def validate(manifest: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> 
         raise CorruptModelError(f"y_range {manifest['y_range']} is empty")
     if manifest["kind"] == "nn" and not any(key.startswith("mlp.") for key in tensors):
         raise CorruptModelError("nn model without mlp layers")
+    try:
+        ItemTerm.from_tensors(tensors, m)
+    except ItemTermError as exc:
+        raise CorruptModelError(str(exc)) from exc

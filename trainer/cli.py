@@ -64,6 +64,11 @@ def train(
     source: Annotated[Optional[Path], typer.Option(
         help="Train from a MovieLens directory or u.data file instead of the database.")] = None,
     store: Annotated[Optional[Path], typer.Option(help="Model store (default MOVIEREC_MODEL_STORE).")] = None,
+    init_from: Annotated[Optional[str], typer.Option(
+        "--init-from", help="nn only: start from the embeddings of this dot model (store version number or "
+        "version directory).")] = None,
+    freeze_embeddings: Annotated[bool, typer.Option(
+        "--freeze-embeddings", help="With --init-from: keep the embeddings fixed (only the MLP learns).")] = False,
     device: Annotated[Device, typer.Option(help=(
         "auto: a GPU when torch sees one (torch engine), else the CPU (numba); cuda without a GPU is an "
         "error (exit 5)."))] = Device.auto,
@@ -102,6 +107,13 @@ def train(
                                      param_hint="--bpr-weight")
         typer.echo("warning: --bpr-weight is deprecated, use --rank-weight", err=True)
         rank_weight = bpr_weight
+    if freeze_embeddings and init_from is None:
+        raise typer.BadParameter("--freeze-embeddings needs --init-from", param_hint="--freeze-embeddings")
+    if init_from is not None and model is not ModelKind.nn:
+        raise typer.BadParameter("--init-from starts an nn model from a dot model's embeddings: use --model nn",
+                                 param_hint="--init-from")
+    if init_from is not None and nproc > 1:
+        raise typer.BadParameter("--init-from trains one process (drop --nproc)", param_hint="--init-from")
     from trainer.distributed import in_worker, launched_bare
 
     if launched_bare():
@@ -109,13 +121,13 @@ def train(
                    "publish on its own; run `torchrun ... -m trainer.distributed [train options]` instead", err=True)
         raise typer.Exit(1)
     if nproc > 1 and not in_worker():
-        from trainer.distributed import launch
+        from trainer.distributed import RankFailedError, launch
         from trainer.fit import DeviceUnavailableError, resolve
 
         try:  # fail here, once, rather than in every process
             if engine == EngineKind.numba:
                 raise DeviceUnavailableError("a distributed job (--nproc) trains with the torch engine, not numba")
-            resolve(device.value, "torch", model.value)
+            resolve(device.value, "torch", model.value, cuda_index=nproc - 1)  # one GPU per process
         except TrainerError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
@@ -123,13 +135,22 @@ def train(
                              rank_weight=rank_weight, rank_sample=rank_sample, seed=seed, force=force,
                              tolerance=tolerance, source=source, store=store, device=device.value,
                              engine=engine.value, candidate=candidate)
+        from movierec.settings import get_settings
+        from movierec.store import ModelStore
+
+        models = ModelStore(store or get_settings().model_store)
+        before = models.versions() if models.root.exists() else []
         code = launch(nproc, forwarded)  # prints its own line when a process failed
+        if code == RankFailedError.exit_code:
+            after = models.versions() if models.root.exists() else []
+            typer.echo("error: " + ("nothing was published" if after == before else
+                                    f"rank 0 had finished and published version {max(after)}"), err=True)
         if code:
             raise typer.Exit(code)
         return
     try:
         _run(model.value, factors, epochs, lr, wd, batch_size, rank_weight, seed, force, tolerance, source, store,
-             rank_sample, device.value, engine.value, candidate)
+             rank_sample, device.value, engine.value, candidate, init_from, freeze_embeddings)
     except TrainerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -160,7 +181,8 @@ def _forward(**options: object) -> list[str]:
 def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, wd: float | None,
          batch_size: int | None, rank_weight: float | None, seed: int, force: bool, tolerance: float | None,
          source: Path | None, store_path: Path | None, rank_sample: float | None = None, device: str = "auto",
-         engine: str = "auto", candidate: float | None = None) -> None:
+         engine: str = "auto", candidate: float | None = None, init_from: str | None = None,
+         freeze_embeddings: bool = False) -> None:
     from movierec.settings import get_settings
     from movierec.store import ModelStore
     from functools import partial
@@ -179,6 +201,7 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
         if value is not None:
             setattr(params, name, value)
     params.seed = seed
+    params.init_from, params.freeze_embeddings = init_from, freeze_embeddings
     store = ModelStore(store_path or settings.model_store)
     if source is not None:
         def load():  # type: ignore[no-untyped-def]

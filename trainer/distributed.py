@@ -139,13 +139,15 @@ def launch(nproc: int, args: Sequence[str]) -> int:
         failures = exc.failures
         first = failures.get(min(failures)) if failures else None
         codes = {rank: f.exitcode for rank, f in failures.items()}
-        if 0 in codes and codes[0] > 0 and all(c == codes[0] for c in codes.values()):
-            return codes[0]  # rank 0 said why (e.g. the gate refused; ranks disagreed): its exit status
-        if 0 in codes and codes[0] > 0 and set(codes) == {0}:
+        # rank 0 said why (the gate refused, ranks disagreed): its exit status, also when the launcher
+        # then stopped the other ranks with a signal (negative codes) before they ended on their own
+        if 0 in codes and codes[0] > 0 and all(c == codes[0] or c < 0 for c in codes.values()):
             return codes[0]
         detail = ", ".join(f"rank {rank} exit {code}" for rank, code in sorted(codes.items()))
-        print(f"error: the distributed job failed ({detail}); nothing was published"
-              + (f" (first failure at {first.timestamp})" if first is not None else ""), file=sys.stderr)
+        # Whether rank 0 had published first is for the caller to tell (it knows the store): rank 0 publishes
+        # only after the last collective, so a rank that fails before then stops it.
+        print(f"error: a process of the distributed job failed ({detail})"
+              + (f", first at {first.timestamp}" if first is not None else ""), file=sys.stderr)
         return RankFailedError.exit_code
     finally:
         os.environ.pop(WORKER_ENV, None)

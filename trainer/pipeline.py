@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +28,10 @@ from movierec import ann_index
 from movierec.store import ModelStore, StoreError
 from trainer import GateRefusedError, NoDataError, TrainerError
 from trainer.data import Ratings
-from trainer.fit import FitParams, Progress, fit
+from trainer.fit import Embeddings, FitParams, Progress, defaults_for, fit
+from trainer.fit.init import load_embeddings
 from trainer.gate import DEFAULT_TOLERANCE, GateDecision, check
+from trainer.itemitem import term_for, term_manifest, with_item_term
 from trainer.metrics import K, RELEVANT_AT, BiasBaseline, popularity_scores, ranking_metrics, rating_metrics
 from trainer.models import RATING_SCALE, store_tensors
 from trainer.report import report_writer
@@ -40,6 +43,8 @@ REFIT = "all ratings: the published model is retrained from scratch on every rat
         "and seed; metrics are held-out estimates from the evaluation fits"
 
 Log = Callable[[str], None]
+#: The embeddings an ``nn`` fit on a training part starts from (``--init-from``).
+InitFor = Callable[[Ratings], Embeddings]
 #: ``fitter(train, params, valid=..., progress=...)``: how a run trains (:func:`trainer.fit.fit` with an
 #: engine bound, or a distributed job's fit); every fit of a run goes through it.
 Fitter = Callable[..., tuple[Any, Any]]
@@ -75,14 +80,18 @@ def training_sets(data: Ratings) -> list[tuple[Ratings, Ratings]]:
 
 
 def evaluate(data: Ratings, params: FitParams, progress: Progress | None = None,
-             log: Log = lambda _m: None, fitter: Fitter = fit,
+             log: Log = lambda _m: None, fitter: Fitter = fit, init_for: InitFor | None = None,
              ) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[float]]]:
-    """Held-out metrics, baseline metrics and the random-split run's curves."""
+    """Held-out metrics, baseline metrics and the random-split run's curves.
+
+    ``init_for(train)``: the embeddings an ``nn`` fit on ``train`` starts from (``--init-from``); they
+    must come from that same training part, so that no held-out rating leaks into the estimate.
+    """
     metrics: dict[str, Any] = {}
     baselines: dict[str, Any] = {}
     (train, test), (latest_train, latest_test), _ = training_sets(data)
     log(f"evaluation 1/2: random {RANDOM_TEST_FRACTION:.0%} held out ({len(test)} ratings)")
-    model, history = fitter(train, params, valid=test, progress=progress)
+    model, history = fitter(train, params, valid=test, progress=progress, **_init(init_for, train))
     if len(test):
         metrics.update(rating_metrics(model.predict(test.user, test.movie), test.rating))
         base = BiasBaseline().fit(train)
@@ -90,9 +99,11 @@ def evaluate(data: Ratings, params: FitParams, progress: Progress | None = None,
         baselines["rating_baseline"] = "global mean + damped user and movie biases"
     train, test = latest_train, latest_test
     log(f"evaluation 2/2: each user's latest {LATEST_TEST_FRACTION:.0%} held out ({len(test)} ratings)")
-    model, _ = fitter(train, params, progress=progress)
+    model, _ = fitter(train, params, progress=progress, **_init(init_for, train))
     if len(test):
-        ranking = ranking_metrics(train, test, model.rank_scores)
+        # Ranked as the API ranks: the model's score plus the item term of the training ratings.
+        scorer = with_item_term(model.rank_scores, term_for(train, params), train.user, train.movie, train.n_users)
+        ranking = ranking_metrics(train, test, scorer)
         metrics.update({k: v for k, v in ranking.items() if k != "users"})
         metrics["ranking_users"] = ranking["users"]
         pop = popularity_scores(train)
@@ -120,11 +131,18 @@ def train_and_publish(
     if len(data) < MIN_RATINGS:
         raise NoDataError(f"only {len(data)} ratings: need at least {MIN_RATINGS} to train and evaluate")
     log(f"data: {len(data)} ratings, {data.n_users} users, {data.n_movies} movies (from {source})")
-    metrics, baselines, history = evaluate(data, params, progress, log, fitter)
+    init, init_for = None, None
+    if params.init_from is not None:
+        init, init_for = _init_source(params, store, log)
+        params = dataclasses.replace(params, factors=init.factors)  # the embeddings decide
+    metrics, baselines, history = evaluate(data, params, progress, log, fitter, init_for)
     _log_metrics(log, metrics, baselines)
     log("refit on all ratings")
-    model, refit_history = fitter(data, params, progress=progress)
+    model, refit_history = fitter(data, params, progress=progress, **({"init": init} if init is not None else {}))
     tensors = store_tensors(model, data.user_ids, data.movie_ids)
+    term = term_for(data, params)
+    if term is not None:
+        tensors.update(term.tensors())
     manifest: dict[str, Any] = {
         "kind": params.model,
         "factors": params.factors,
@@ -146,6 +164,9 @@ def train_and_publish(
         "refit": REFIT,
         "history": {"evaluation": history, "refit": refit_history.to_dict()},
     }
+    term_info = term_manifest(params, term, data.n_movies)
+    if term_info is not None:
+        manifest["item_term"] = term_info
     try:
         current_version = store.current_version()
         current = store.read_manifest(current_version) if current_version is not None else None
@@ -183,6 +204,32 @@ def train_and_publish(
                 raise TrainerError(f"version {version} published but not made the candidate: {exc}") from exc
             log(f"version {version} is the candidate for {100 * candidate_share:g} % of users")
     return TrainResult(manifest, version, decision, time.perf_counter() - start)
+
+
+def _init(init_for: InitFor | None, train: Ratings) -> dict[str, Embeddings]:
+    """The ``init`` keyword of a fit on ``train`` (none without ``--init-from``, so any fitter works)."""
+    return {} if init_for is None else {"init": init_for(train)}
+
+
+def _init_source(params: FitParams, store: ModelStore, log: Log) -> tuple[Embeddings, InitFor]:
+    """``--init-from``: the source version's embeddings (for the refit) and, for the evaluation fits,
+    a ``dot`` fit with the source's own parameters on each training part."""
+    if params.model != "nn":
+        raise TrainerError("--init-from starts an nn model from a dot model's embeddings; use it with --model nn")
+    embeddings, manifest = load_embeddings(str(params.init_from), store.root)
+    try:
+        dot_params = FitParams.from_dict(manifest.get("params") or {})
+    except TypeError:  # a manifest from another code version: its recorded parameters are not ours
+        dot_params = defaults_for("dot")
+    dot_params = dataclasses.replace(dot_params, model="dot", seed=params.seed)
+    log(f"nn starts from the embeddings of version {manifest.get('version')} ({embeddings.factors} factors, "
+        f"{'frozen' if params.freeze_embeddings else 'fine-tuned'}); evaluation fits refit that dot model per split")
+
+    def init_for(train: Ratings) -> Embeddings:
+        dot, _ = fit(train, dot_params)
+        return Embeddings.of_model(dot, train.user_ids, train.movie_ids)
+
+    return embeddings, init_for
 
 
 def _log_metrics(log: Log, metrics: dict[str, Any], baselines: dict[str, Any]) -> None:

@@ -75,8 +75,10 @@ def recommend_query(request: Request) -> RecommendQuery:
 
 
 @router.get("/recommend", response_model=Recommendation, openapi_extra={"parameters": openapi_parameters(RecommendQuery)},
-            responses={422: {"description": "Validation Error", "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}},
+            responses={422: {"description": "Validation Error (a bad `exclude` id: a one-message detail)",
+                             "content": {"application/json": {"schema": {"anyOf": [
+                                 {"$ref": "#/components/schemas/HTTPValidationError"},
+                                 {"$ref": "#/components/schemas/ErrorDetail"}]}}}},
                        503: {"description": "Database unavailable"}})
 async def recommend(request: Request) -> Response:
     """The user's top-n movies among those they have not rated.

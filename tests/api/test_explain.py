@@ -68,16 +68,19 @@ def test_dot_contributions_add_up_to_the_folded_in_score(tmp_path_factory: pytes
 
     # The reasons are the largest positive contributions, largest first, and only rated movies.
     reasons = top_reasons(dec, _catalogue(model))
-    by_movie = dict(zip(movie_ids.tolist(), ratings.tolist(), strict=True))
+    # Weights are rounded to 4 significant digits of the largest one in the answer.
+    top = max((c.max() for c in dec.contributions if c.size), default=0.0)
+    tol = 0.5 * 10.0 ** (np.floor(np.log10(top)) - 3) if top > 0 else 0.0
     for contribution, because in zip(dec.contributions, reasons, strict=True):
         weights = [reason["weight"] for reason in because]
         assert len(because) <= MAX_REASONS and all(w > 0 for w in weights) and weights == sorted(weights, reverse=True)
-        positive = sorted(contribution[contribution > 0], reverse=True)[:MAX_REASONS]
-        np.testing.assert_allclose(weights, positive)
+        positive = sorted(contribution[contribution > 0], reverse=True)[: len(weights)]
+        np.testing.assert_allclose(weights, positive, atol=tol * 1.0001, rtol=0)
+        assert all(c <= tol for c in sorted(contribution[contribution > 0], reverse=True)[len(weights):MAX_REASONS])
         for reason in because:
-            assert reason["movie_id"] in by_movie and reason["rating"] == by_movie[reason["movie_id"]]
+            assert reason["movie_id"] in movie_ids.tolist()
             assert reason["title"] == f"Movie {reason['movie_id']}"
-            assert contribution[movie_ids.tolist().index(reason["movie_id"])] == reason["weight"]
+            assert abs(contribution[movie_ids.tolist().index(reason["movie_id"])] - reason["weight"]) <= tol * 1.0001
 
 
 def test_a_liked_movie_is_the_reason_for_its_neighbours_and_not_for_its_opposites(tmp_path: Path) -> None:
@@ -100,6 +103,7 @@ def test_ratings_of_movies_the_model_does_not_know_are_ignored(tmp_path: Path) -
                            np.arange(10))
     assert {r["movie_id"] for because in reasons for r in because} <= {3, 5}
     assert explain_rows(model, _catalogue(model), np.array([999]), np.array([5.0]), np.arange(3)) == [[], [], []]
+    assert explain_rows(model, _catalogue(model), np.array([3]), np.array([5.0]), np.arange(0)) == []
 
 
 def test_nn_gradients_match_finite_differences_of_the_served_logit(tmp_path: Path) -> None:
@@ -151,5 +155,6 @@ def test_an_item_item_term_adds_its_weights_to_the_contributions(tmp_path: Path)
     model.item_term = _DenseItemTerm(weights)  # type: ignore[attr-defined]
     with_term = decompose(model, rows, ratings, targets).contributions
     np.testing.assert_allclose(with_term - plain, weights[np.ix_(rows, targets)].T)
-    assert all(because[0]["movie_id"] == 20 for because in explain_rows(model, _catalogue(model), rated, ratings,
-                                                                     targets))
+    # The API's explanation of such a version is the item-item term's own split: W[j, i] exactly.
+    explained = explain_rows(model, _catalogue(model), rated, ratings, targets)
+    assert all([(r["movie_id"], r["weight"]) for r in because] == [(20, 50.0)] for because in explained)

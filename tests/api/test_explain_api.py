@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
@@ -43,7 +42,7 @@ def _check_reasons(items: list[dict[str, object]], rated: dict[int, float]) -> N
         weights = [r["weight"] for r in because]
         assert all(w > 0 for w in weights) and weights == sorted(weights, reverse=True)
         for reason in because:
-            assert reason["movie_id"] in rated and reason["rating"] == rated[reason["movie_id"]]
+            assert reason["movie_id"] in rated
             assert reason["title"] == f"Movie {reason['movie_id']}"
 
 
@@ -56,7 +55,7 @@ def test_explain_names_the_trained_users_own_ratings_computed_from_the_model(cli
     expected = _expected(store, rated, [item["movie_id"] for item in body["items"]])
     for item, want in zip(body["items"], expected, strict=True):
         assert [r["movie_id"] for r in item["because"]] == [r["movie_id"] for r in want]
-        assert [r["weight"] for r in item["because"]] == pytest.approx([r["weight"] for r in want], rel=1e-6)
+        assert [r["weight"] for r in item["because"]] == [r["weight"] for r in want]
 
 
 def test_fold_in_users_get_explanations_too(client: TestClient, store: Path) -> None:
@@ -70,6 +69,13 @@ def test_fold_in_users_get_explanations_too(client: TestClient, store: Path) -> 
     expected = _expected(store, mine, [item["movie_id"] for item in body["items"]])
     assert [[r["movie_id"] for r in item["because"]] for item in body["items"]] == \
         [[r["movie_id"] for r in want] for want in expected]
+
+
+def test_an_empty_list_explains_nothing(client: TestClient) -> None:
+    """A filter that leaves no movie: an empty list, not a failure (found by the API fuzzer)."""
+    for params in ({"genre": "NoSuchGenre"}, {"min_year": 9999}):
+        body = client.get("/recommend", params={"user_id": 3, "explain": "true", **params})
+        assert body.status_code == 200 and body.json()["items"] == []
 
 
 def test_a_single_rating_is_the_only_possible_reason(client: TestClient) -> None:
@@ -104,7 +110,7 @@ def test_openapi_documents_explain_on_recommend_only(client: TestClient) -> None
     assert "explain" not in {p["name"] for p in spec["paths"]["/movies/{movie_id}/similar"]["get"]["parameters"]}
     schemas = spec["components"]["schemas"]
     assert "because" in schemas["ExplainedMovieItem"]["properties"] and "because" not in schemas["MovieItem"]["properties"]
-    assert set(schemas["Reason"]["required"]) == {"movie_id", "title", "rating", "weight"}
+    assert set(schemas["Reason"]["required"]) == {"movie_id", "title", "weight"}
 
 
 def test_nn_models_explain_too(seeded: Engine, store: Path, make_client: Callable[..., TestClient]) -> None:

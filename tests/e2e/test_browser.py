@@ -56,7 +56,8 @@ def check_because(page, server, user_id: int) -> None:
     """Every recommendation shows "Because you rated ..." exactly as GET /recommend?explain=true says."""
     api = httpx.get(f"{server.url}/recommend", params={"user_id": user_id, "n": 10, "explain": "true"},
                     timeout=10).json()
-    rated = {r["movie_id"] for r in ratings_of(server, user_id)}
+    stored = {r["movie_id"]: r["rating"] for r in ratings_of(server, user_id)}
+    rated = set(stored)
     items = page.locator("#recs-list > li.movie")
     assert [int(i) for i in items.evaluate_all("els => els.map(e => e.dataset.movieId)")] == \
         [it["movie_id"] for it in api["items"]]
@@ -70,7 +71,7 @@ def check_because(page, server, user_id: int) -> None:
         def stars(value: float) -> str:
             return f"{value:g}" if value != int(value) else str(int(value))
 
-        titles = [f"{r['title']} ({stars(r['rating'])}★)" for r in it["because"]]
+        titles = [f"{r['title']} ({stars(stored[r['movie_id']])}★)" for r in it["because"]]
         text = titles[0] if len(titles) == 1 else ", ".join(titles[:-1]) + " and " + titles[-1]
         expect()(because).to_have_text(f"Because you rated {text}")
         expect()(because).to_be_visible()

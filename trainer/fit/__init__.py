@@ -36,6 +36,7 @@ import torch
 
 from trainer.data import Ratings
 from trainer.fit.dot import DotStep, warm_up
+from trainer.fit.init import Embeddings, copy_into
 from trainer.fit.engine import DeviceUnavailableError, Engine, resolve
 from trainer.fit.loop import Progress, Step, run_epochs
 from trainer.fit.nn import NNStep
@@ -47,7 +48,7 @@ from trainer.fit.torch_dot import TorchDotStep
 from trainer.models import DotProductBias, EmbeddingNN, global_logit
 
 __all__ = [
-    "DeviceUnavailableError", "Engine", "FitParams", "History", "NegativeSampler", "Progress", "Ranking", "Step",
+    "DeviceUnavailableError", "Embeddings", "Engine", "FitParams", "History", "NegativeSampler", "Progress", "Ranking", "Step",
     "ThreadGovernor", "TorchDotStep", "default_threads", "defaults_for", "fit", "make_model", "one_cycle",
     "positive_weights", "rank_fraction", "ranked_rows",
     "resolve", "run_epochs", "set_threads",
@@ -67,17 +68,29 @@ def make_model(params: FitParams, n_users: int, n_movies: int, mean_rating: floa
 
 
 def fit(train: Ratings, params: FitParams, valid: Ratings | None = None, progress: Progress | None = None,
-        engine: Engine | None = None) -> tuple[DotProductBias | EmbeddingNN, History]:
+        engine: Engine | None = None, init: Embeddings | None = None) -> tuple[DotProductBias | EmbeddingNN, History]:
     """Train a model of ``params.model`` kind on ``train`` with ``engine`` (default: numba on the CPU for
     ``dot``); return it and its per-epoch history.
 
+    ``init`` (``nn`` only): start from these ``dot`` embeddings (their factor count wins), kept
+    fixed when ``params.freeze_embeddings`` (see :mod:`trainer.fit.init`).
     Raises DivergedError when the loss becomes NaN or infinite (nothing should be published).
     """
     engine = engine or resolve("cpu", "auto", params.model)
     threads = set_threads()
     gen = torch.Generator().manual_seed(params.seed)
     params = dataclasses.replace(params, batch_size=max(1, min(params.batch_size, len(train))))
+    if init is not None:
+        if params.model != "nn":
+            raise ValueError("only an nn model starts from another model's embeddings")
+        params = dataclasses.replace(params, factors=init.factors)
     model = make_model(params, train.n_users, train.n_movies, float(train.rating.mean()) if len(train) else 3.5, gen)
+    if init is not None:
+        copy_into(model.user_factors, train.user_ids, init.user_factors, init.user_ids)
+        copy_into(model.movie_factors, train.movie_ids, init.movie_factors, init.movie_ids)
+        if params.freeze_embeddings:
+            model.user_factors.requires_grad_(False)
+            model.movie_factors.requires_grad_(False)
     ranking = Ranking.of(train, params)
     step: Step
     if isinstance(model, DotProductBias) and engine.kind == "torch":

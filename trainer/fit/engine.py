@@ -67,6 +67,9 @@ def resolve(device: str = "auto", engine: str = "auto", model: str = "dot", cuda
         if model != "dot":
             raise DeviceUnavailableError(f"--model {model} trains on the CPU only; --device cuda is for dot")
         index = torch.cuda.current_device() if cuda_index is None else cuda_index
+        if index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(f"GPU {index} asked for, but torch sees {torch.cuda.device_count()} "
+                                         "(a distributed job runs one process per GPU; --device cpu runs it on gloo)")
         return Engine("torch", f"cuda:{index}")
     if model != "dot":
         if engine == "numba":

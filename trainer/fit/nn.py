@@ -27,7 +27,9 @@ class NNStep:
         self.ratings = torch.from_numpy(train.rating)
         weights = ranking.positive_weights
         self.weights = None if weights is None else torch.from_numpy(weights)
-        self.opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.wd, betas=(0.9, 0.99))
+        # Frozen embeddings (trainer.fit.init) have requires_grad False: only the rest learns.
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.wd, betas=(0.9, 0.99))
         # The epoch's ratings in its order (begin_epoch), and its negatives.
         self.user = self.movie = self.rating = torch.empty(0)
         self.weight: torch.Tensor | None = None

@@ -53,6 +53,16 @@ class FitParams:
     y_range: tuple[float, float] = DEFAULT_Y_RANGE
     hidden: tuple[int, ...] = (100,)
     init_std: float = 0.01
+    #: Weight of the item-item term in the ranking score (``trainer.itemitem``; 0: none). Chosen by CV.
+    item_blend: float = 0.0
+    #: L2 strength of the EASE closed form the item term comes from.
+    item_lambda: float = 100.0
+    #: Entries kept per rated movie (row) of the item term: the serving cost per rated movie.
+    item_neighbours: int = 100
+    #: ``nn`` only: start from this trained ``dot`` model's embeddings (a store version number or a
+    #: version directory), with ``freeze_embeddings`` keeping them fixed; None: random init.
+    init_from: str | None = None
+    freeze_embeddings: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -99,7 +109,8 @@ class History:
 def defaults_for(kind: str) -> FitParams:
     """The default parameters of each model kind (what ``movierec train`` uses without options)."""
     if kind == "dot":
-        return FitParams(model="dot")
+        # The item term's blend, lambda and neighbours: chosen on the tuning folds (docs/trainer.md).
+        return FitParams(model="dot", item_blend=0.5, item_lambda=200.0, item_neighbours=100)
     if kind == "nn":
         # Every (rating, negative) pair runs the MLP, so the ranking term takes 64 negatives and a
         # quarter of each batch at any data size (docs/trainer.md).

@@ -101,13 +101,18 @@ class _Shard:
         ids, grads = ids[first], grads[first]
         self.adam.step(ids, grads[:, :-1], lr, t, tail_from=self.tail_from, tail_limit=int(grads[:, -1].sum()))
 
-    def full(self, group: dist.ProcessGroup | None) -> torch.Tensor:
-        """The whole table (on every process: all_gather of the shards, interleaved back)."""
+    def full(self, group: dist.ProcessGroup | None) -> torch.Tensor | None:
+        """The whole table on process 0 (its shards gathered and interleaved back); None elsewhere."""
         sizes = [len(range(p, self.n_rows, self.world)) for p in range(self.world)]
-        parts = _all_gather_padded(self.rows, sizes, group)
+        pad = torch.zeros((max(sizes), self.rows.shape[1]), dtype=self.rows.dtype, device=self.rows.device)
+        pad[: self.rows.shape[0]] = self.rows
+        parts = [torch.empty_like(pad) for _ in sizes] if self.rank == 0 else None
+        dist.gather(pad, parts, dst=0, group=group)
+        if parts is None:
+            return None
         whole = torch.empty((self.n_rows, self.rows.shape[1]), dtype=self.rows.dtype, device=self.rows.device)
-        for p, part in enumerate(parts):
-            whole[p::self.world] = part
+        for p, (part, n) in enumerate(zip(parts, sizes, strict=True)):
+            whole[p::self.world] = part[:n]
         return whole
 
 
@@ -134,7 +139,7 @@ class ShardedTables:
 
     def full(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         users, movies = self.users.full(self.group), self.movies.full(self.group)
-        return (users, movies) if self.rank == 0 else None
+        return None if users is None or movies is None else (users, movies)
 
 
 def sharded_fit(train: Ratings, params: FitParams, valid: Ratings | None = None, progress: Progress | None = None,

@@ -227,14 +227,18 @@ function renderBecause(node, because) {
     if (i > 0) slot.append(i === because.length - 1 ? " and " : ", ");
     const title = document.createElement("strong");
     title.textContent = reason.title;
-    // The user's own stars: a low rating can be a reason too (disliking a movie's opposite).
-    const stars = document.createElement("span");
-    stars.className = "because-rating";
-    stars.textContent = `(${formatRating(reason.rating)}★)`;
-    slot.append(title, " ", stars);
+    slot.append(title);
+    // The user's own stars (from their ratings list): a low rating can be a reason too (disliking a
+    // movie's opposite).
+    const rating = state.ratings.get(reason.movie_id)?.rating;
+    if (rating != null) {
+      const stars = document.createElement("span");
+      stars.className = "because-rating";
+      stars.textContent = `(${formatRating(rating)}★)`;
+      slot.append(" ", stars);
+    }
   });
-  slot.title = because.map((r) => `${r.title}: you gave ${formatRating(r.rating)} stars, `
-    + `+${r.weight.toFixed(2)} to this movie's score`).join("\n");
+  slot.title = because.map((r) => `${r.title}: +${r.weight} to this movie's score`).join("\n");
   slot.dataset.movieIds = because.map((r) => r.movie_id).join(",");
 }
 
