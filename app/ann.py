@@ -69,11 +69,12 @@ class AnnRanker:
     def similar(self, row: int, n: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` allowed rows closest to ``row`` by cosine (itself excluded; ``allowed`` is modified)."""
         allowed[row] = False
-        unit = self.model.movie_unit
-        query = unit[row][None, :]
+        # Cosine from the mapped factors and their norms (no private normalised copy of the catalogue).
+        factors, norm = self.model.movie_factors, np.maximum(self.model.movie_norm, 1e-12)
+        query = (factors[row] / norm[row])[None, :]
 
         def exact(rows: np.ndarray) -> np.ndarray:
-            return unit[rows] @ unit[row]
+            return (factors[rows] @ query[0]) / norm[rows]
 
         return self._top(self.indexes.similar, query, n, allowed, exact)
 

@@ -556,7 +556,8 @@ def main(argv: list[str] | None = None) -> None:
     duration, conns = (3.0, [8]) if args.quick else (args.duration, args.connections)
     info = run(duration, conns, not args.skip_postgres, args.only_recording, args.rounds,
                million=not args.skip_million, only_million=args.only_million, million_movies=args.million_movies,
-               memory=not args.skip_memory, only_item_term=args.only_item_term)
+               memory=not (args.skip_memory or args.quick or args.only_recording or args.only_item_term),
+               only_item_term=args.only_item_term)
     text = render(info)
     if args.only_recording or args.only_item_term:
         print(text)

@@ -139,9 +139,9 @@ def launch(nproc: int, args: Sequence[str]) -> int:
         failures = exc.failures
         first = failures.get(min(failures)) if failures else None
         codes = {rank: f.exitcode for rank, f in failures.items()}
-        if 0 in codes and codes[0] > 0 and all(c == codes[0] for c in codes.values()):
-            return codes[0]  # rank 0 said why (e.g. the gate refused; ranks disagreed): its exit status
-        if 0 in codes and codes[0] > 0 and set(codes) == {0}:
+        # rank 0 said why (the gate refused, ranks disagreed): its exit status, also when the launcher
+        # then stopped the other ranks with a signal (negative codes) before they ended on their own
+        if 0 in codes and codes[0] > 0 and all(c == codes[0] or c < 0 for c in codes.values()):
             return codes[0]
         detail = ", ".join(f"rank {rank} exit {code}" for rank, code in sorted(codes.items()))
         # Whether rank 0 had published first is for the caller to tell (it knows the store): rank 0 publishes

@@ -50,13 +50,22 @@ BULK_MAINTENANCE_MEM = "512MB"
 # re-import would write a lock into every stored row (1.5-1.7x slower for 510k ratings). The
 # ON CONFLICT rule still decides, for rows written meanwhile.
 _MERGE = (
-    f"INSERT INTO ratings ({COLUMN_LIST}) SELECT s.user_id, s.movie_id, s.rating, s.rated_at FROM import_ratings s "
+    "INSERT INTO ratings (user_id, movie_id, rating, rated_at) SELECT s.user_id, s.movie_id, s.rating, s.rated_at FROM import_ratings s "
     "LEFT JOIN ratings r ON r.user_id = s.user_id AND r.movie_id = s.movie_id "
     "WHERE r.user_id IS NULL OR (s.rated_at >= r.rated_at AND (s.rating <> r.rating OR s.rated_at <> r.rated_at)) "
     "ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, rated_at = excluded.rated_at "
     "WHERE excluded.rated_at >= ratings.rated_at "
     "AND (excluded.rating <> ratings.rating OR excluded.rated_at <> ratings.rated_at)"
 )
+
+#: Every COPY the importer runs, written out (no SQL is assembled at run time); the columns are
+#: pgbinary's record layout, COLUMN_LIST.
+_COPY = {
+    ("ratings", True): "COPY ratings (user_id, movie_id, rating, rated_at) FROM STDIN (FORMAT binary, FREEZE)",
+    ("ratings", False): "COPY ratings (user_id, movie_id, rating, rated_at) FROM STDIN (FORMAT binary)",
+    ("import_ratings", False): "COPY import_ratings (user_id, movie_id, rating, rated_at) FROM STDIN (FORMAT binary)",
+}
+assert all(f"({COLUMN_LIST})" in statement for statement in (_MERGE, *_COPY.values()))
 
 
 def load(conn: Connection, chunks: Iterable[RatingChunk], rows_hint: int) -> tuple[int, int, int]:
@@ -98,10 +107,9 @@ def copy_into(conn: Connection, table: str, slices: Iterable[Columns], *, freeze
     """
     import psycopg
 
-    options = "FORMAT binary, FREEZE" if freeze else "FORMAT binary"
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        with _driver_quiet(), cursor.copy(f"COPY {table} ({COLUMN_LIST}) FROM STDIN ({options})") as copy:
+        with _driver_quiet(), cursor.copy(_COPY[table, freeze]) as copy:
             copy.write(HEADER)
             for columns in slices:
                 copy.write(encode(*columns))
@@ -155,7 +163,7 @@ def _load_empty(conn: Connection, chunks: Iterable[RatingChunk]) -> tuple[int, i
         conn.execute(text("TRUNCATE ratings"))
         copy_into(conn, "ratings", ratings.slices(COPY_ROWS), freeze=True)
     attempt.commit()
-    conn.execute(text(f"SET LOCAL maintenance_work_mem = '{BULK_MAINTENANCE_MEM}'"))
+    conn.execute(text("SELECT set_config('maintenance_work_mem', :mem, true)"), {"mem": BULK_MAINTENANCE_MEM})
     conn.execute(AddConstraint(primary))
     _restore_secondary(conn)
     return ratings.read, len(ratings), 0
@@ -184,7 +192,7 @@ def _drop_secondary(conn: Connection) -> None:
 
 
 def _restore_secondary(conn: Connection) -> None:
-    conn.execute(text(f"SET LOCAL maintenance_work_mem = '{BULK_MAINTENANCE_MEM}'"))
+    conn.execute(text("SELECT set_config('maintenance_work_mem', :mem, true)"), {"mem": BULK_MAINTENANCE_MEM})
     indexes, foreign = _secondary()
     for index in indexes:
         index.create(conn)

@@ -85,7 +85,10 @@ def _snapshot_connections(engine: Engine, n: int) -> Iterator[list[Connection]]:
         if not _SNAPSHOT_ID.fullmatch(snapshot):  # inlined below: SET takes no bound parameters
             raise ValueError(f"unexpected snapshot id {snapshot!r}")
         for conn in conns[1:]:
-            conn.execute(text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
+            # SET takes no server-side parameters: psycopg binds this one on the client, quoted.
+            from psycopg import ClientCursor
+
+            ClientCursor(conn.connection.driver_connection).execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
         for conn in conns:
             conn.execute(text("SET TRANSACTION READ ONLY"))
         yield conns
