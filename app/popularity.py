@@ -82,6 +82,8 @@ class Popularity:
     def counts(self, movie_ids: list[int]) -> list[int]:
         """How many ratings each of ``movie_ids`` has (0 for unrated movies), as of the last refresh."""
         snap = self.snapshot or self.refresh()
+        if not snap.ids_sorted.size:  # nothing rated yet (a snapshot taken before the first import)
+            return [0] * len(movie_ids)
         rows, found = lookup_rows(snap.ids_sorted, np.asarray(movie_ids, dtype=np.int64))
         return np.where(found, snap.counts_sorted[rows], 0).tolist()
 

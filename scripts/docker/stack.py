@@ -61,6 +61,17 @@ BUILT_SERVICES = ("trainer", "api", "proxy")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+
+def requirements_digest() -> str:
+    """A short digest of what the images install: pyproject.toml's dependencies, the train extra and
+    the build backend (what scripts/docker/wheelhouse.sh downloads)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wanted = [*project["project"]["dependencies"], *project["project"]["optional-dependencies"]["train"],
+              *project["build-system"]["requires"]]
+    return hashlib.sha256("\n".join(sorted(wanted)).encode()).hexdigest()[:16]
+
 class StackError(RuntimeError):
     """What went wrong, in one line."""
 
@@ -293,11 +304,17 @@ class Stack:
         return dict(line.split("=", 1) for line in printed.split())
 
     def fill_wheelhouse(self) -> None:
-        if any(WHEELHOUSE.glob("torch-*.whl")) and any(WHEELHOUSE.glob("recbole-*.whl")):
+        # Filled once per set of requirements: a stamp named after pyproject.toml's dependencies, so a
+        # new dependency (say faiss-cpu) fills the wheelhouse again instead of failing the build offline.
+        stamp = WHEELHOUSE / f".filled-{requirements_digest()}"
+        if stamp.exists():
             return
         self.log("filling docker/wheelhouse/ from this host's package index (scripts/docker/wheelhouse.sh)")
         started = time.monotonic()
         self.run_script(WHEELHOUSE_SCRIPT, "wheelhouse.log", "filling the wheelhouse")
+        for old in WHEELHOUSE.glob(".filled-*"):
+            old.unlink()
+        stamp.touch()
         self.log(f"wheelhouse filled ({time.monotonic() - started:.0f} s)")
 
     def record(self, values: dict[str, str]) -> None:

@@ -23,7 +23,7 @@ import pytest
 from movierec.store import ModelStore
 from trainer.data import load_files
 from trainer.distributed import RankFailedError, RanksDisagreeError, checksum
-from trainer.fit import FitParams
+from trainer.fit import FitParams, defaults_for
 from trainer.pipeline import evaluate
 
 EPOCHS = 3
@@ -53,9 +53,10 @@ def test_two_process_job_matches_one_process_and_publishes_once(tmp_path: Path, 
     manifest = models.read_manifest(1)
     assert manifest["history"]["refit"]["world_size"] == 2
     assert manifest["history"]["refit"]["engine"] == "torch/cpu"
-    # One process (the numba engine, the CPU default) with the same parameters and seed.
+    # One process (the numba engine, the CPU default) with the same parameters (movierec train's
+    # defaults, item term included) and seed.
     data = load_files(ml100k_dir)
-    alone, _, _ = evaluate(data, dataclasses.replace(FitParams(), epochs=EPOCHS))
+    alone, _, _ = evaluate(data, dataclasses.replace(defaults_for("dot"), epochs=EPOCHS))
     got = manifest["metrics"]
     assert abs(got["rmse"] - alone["rmse"]) <= 0.003, (got["rmse"], alone["rmse"])
     assert abs(got["ndcg@10"] - alone["ndcg@10"]) <= 0.005, (got["ndcg@10"], alone["ndcg@10"])
