@@ -403,8 +403,12 @@ class Scenario:
         proc = subprocess.Popen([*self.stack.cli, "--project-name", self.stack.project, "--file",
                                  str(REPO / "docker-compose.yml"), "--env-file", str(self.env_file), "restart", "db"],
                                 cwd=REPO, env=self.stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # While the database's address drops no packets answer, so the API's ping fails only after
+        # its connect timeout (5 s, movierec.db.engine): the client waits longer than that, or every
+        # poll of the restart would time out first and the 503 would never be seen.
         seen_503 = self.wait("/ready 503 while the database restarts",
-                             lambda: self.ready()[0] == 503 or None, timeout=120, interval=0.2)
+                             lambda: http_get(f"{self.url}/ready", timeout=15)[0] == 503 or None,
+                             timeout=120, interval=0.2)
         proc.wait(timeout=300)
         started = time.monotonic()
         self.wait("/ready 200 again", lambda: self.ready()[0] == 200, timeout=180, interval=1)
