@@ -399,31 +399,26 @@ class Scenario:
         return (f"{victim} killed after {killed_at} of {counts['sent']} writes: {counts['201']} acknowledged, "
                 f"all {len(acked)} in the database; {counts['other']} refused during the kill")
 
-    def compose_db(self, action: str) -> None:
-        """``docker compose <action> db`` in the test's project; a failure is a failed check."""
-        done = subprocess.run([*self.stack.cli, "--project-name", self.stack.project, "--file",
-                               str(REPO / "docker-compose.yml"), "--env-file", str(self.env_file), action, "db"],
-                              cwd=REPO, env=self.stack.env, capture_output=True, text=True, timeout=300)
-        check(done.returncode == 0, f"docker compose {action} db failed: {done.stderr.strip()[-300:]}")
-
     def restart_db(self) -> str:
         # A plain `restart` keeps the database away for about a second, which the API rides through:
         # its connect attempt is a TCP handshake that the restarted server answers on a retransmit,
         # so a 503 is seen only sometimes. The restart is therefore checked in its two halves, the
         # database down long enough to be seen (503, with the reason), then back (200 by itself),
         # and then as one `restart`, after which /ready must come back by itself.
-        self.compose_db("stop")
+        def unavailable() -> tuple[int, Any] | None:
+            answer = http_get(f"{self.url}/ready", timeout=15)  # past the API's 5 s connect timeout
+            return answer if answer[0] == 503 else None
+
+        self.compose("stop", "db", timeout=300)
         started = time.monotonic()
-        status, body = self.wait("/ready 503 while the database is stopped",
-                                 lambda: (lambda r: r if r[0] == 503 else None)(http_get(f"{self.url}/ready", 15)),
-                                 timeout=120, interval=0.5)
+        _, body = self.wait("/ready 503 while the database is stopped", unavailable, timeout=120, interval=0.5)
         down_after = time.monotonic() - started
         check(isinstance(body, dict) and body.get("database") is False, f"/ready 503 for another reason: {body}")
-        self.compose_db("start")
+        self.compose("start", "db", timeout=300)
         started = time.monotonic()
         self.wait("/ready 200 after the database started", lambda: self.ready()[0] == 200, timeout=180, interval=1)
         up_after = time.monotonic() - started
-        self.compose_db("restart")
+        self.compose("restart", "db", timeout=300)
         started = time.monotonic()
         self.wait("/ready 200 after `restart db`", lambda: self.ready()[0] == 200, timeout=180, interval=1)
         return (f"db stopped: /ready 503 (database unreachable) {down_after:.0f} s after; started: 200 again "
