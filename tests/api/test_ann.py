@@ -112,6 +112,31 @@ def test_the_header_binds_the_index_to_its_model(tmp_path: Path) -> None:
     assert indexes.recommend is not None and indexes.recommend.index.ntotal == 500
 
 
+
+@pytest.mark.skipif(ann_index._MMAP_FLAG is None or not Path("/proc/self/maps").exists(),
+                    reason="faiss without IO_FLAG_MMAP_IFC, or no /proc")
+def test_a_loaded_index_is_a_read_only_map_of_its_file_and_answers_as_built(tmp_path: Path) -> None:
+    """Server workers share the index's pages (the page cache) instead of each reading a copy."""
+    tensors = random_dot_tensors(range(1, 51), range(1, 3001), k=8, seed=5)
+    store = ModelStore(tmp_path)
+    built: dict[str, ann_index.AnnIndexes] = {}
+    version = store.publish(tensors, manifest_for(tensors), extra_files=lambda d: built.setdefault(
+        "it", ann_index.write_for_version(d, tensors, "dot")))
+    artifact = store.load(version)
+    loaded = ann_index.load(artifact.path, artifact.manifest, version)
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    for name in ("recommend", "similar"):
+        path = str((artifact.path / ann_index.INDEX_FILES[name]).resolve())
+        perms = [line.split()[1] for line in maps if line.endswith(path)]
+        assert perms and all(p.startswith("r-") for p in perms), (name, perms)  # mapped, never writable
+    queries = ann_index.mips_queries(np.random.default_rng(1).normal(size=(20, 8)).astype(np.float32))
+    for entry, fresh in ((loaded.recommend, built["it"].recommend), (loaded.similar, built["it"].similar)):
+        assert entry is not None and fresh is not None
+        q = queries if entry.name == "recommend" else queries[:, :8]
+        entry.index.nprobe = fresh.index.nprobe = 3
+        np.testing.assert_array_equal(entry.index.search(q, 10)[1], fresh.index.search(q, 10)[1])
+    del loaded  # the map lives as long as the index
+
 # -- through the API: used when large enough, verified on load, refused when damaged ------------
 
 
