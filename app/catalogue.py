@@ -113,7 +113,8 @@ class ModelCatalogue:
     def from_chunks(cls, chunks: Iterable[Sequence[tuple[int, str, int | None, str | None]]],
                     movie_ids: np.ndarray) -> ModelCatalogue:
         """Align ``(id, title, year, genres)`` rows, streamed in chunks in increasing id order, with
-        the model's rows (``movie_ids``, strictly increasing). Memory: the arrays, plus one chunk."""
+        the model's rows (``movie_ids``, strictly increasing). Memory: the arrays, plus one chunk.
+        A row may carry more fields after these four (ignored)."""
         movie_ids = np.asarray(movie_ids, dtype=np.int64)
         m = len(movie_ids)
         present = np.zeros(m, dtype=bool)
@@ -136,7 +137,7 @@ class ModelCatalogue:
             rows, found = lookup_rows(movie_ids, ids)
             titles = []
             for i in np.flatnonzero(found).tolist():
-                _, title, year, genre_text = chunk[i]
+                title, year, genre_text = chunk[i][1:4]
                 row = int(rows[i])
                 encoded = (title or "").encode()
                 titles.append(encoded)

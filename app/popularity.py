@@ -4,6 +4,11 @@ Score = damped mean rating, ``(sum + C * global_mean) / (count + C)``: a movie n
 to move far from the global mean, so three 5-star ratings do not beat a classic with thousands.
 Computed from the database in one aggregate query and cached; the app refreshes it periodically
 in the background, so requests never scan the ratings table.
+
+The table is held in flat arrays, the rated movies' metadata as a :class:`ModelCatalogue` (one
+title blob, genre masks), not as Python objects per movie: per-movie lists, strings and sets were
+~44 MiB in every server worker with 100,000 rated movies (and would be ~0.7 GB with a million),
+and a refresh that built them held the GIL long enough to stall requests (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import repository
-from .catalogue import split_genres, wanted_genres
+from .catalogue import ModelCatalogue, wanted_genres
 from .memory import release_free_memory
 from .scoring import lookup_rows
 
@@ -26,22 +31,22 @@ log = logging.getLogger(__name__)
 
 #: Prior strength C of the damped mean, in ratings.
 DEFAULT_PRIOR = 25.0
+#: Ranked movies :meth:`Popularity.top` checks against the filters at once (grown 4x per step).
+FIRST_STEP = 256
 
 
 @dataclass(frozen=True)
 class PopularitySnapshot:
-    """Movies ranked best first."""
+    """Movies ranked best first (``movie_ids``, ``scores``, ``counts``), and their metadata."""
 
-    movie_ids: np.ndarray  # int64
+    movie_ids: np.ndarray  # int64, best first
     scores: np.ndarray  # float64
     counts: np.ndarray  # int64
-    titles: list[str]
-    years: list[int | None]
-    genres: list[list[str]]
-    genres_lower: list[frozenset[str]]
     computed_at: float
     ids_sorted: np.ndarray  # int64: movie_ids in increasing order, to look counts up by id
     counts_sorted: np.ndarray  # int64: their counts
+    meta: ModelCatalogue  # title, year, genres of each row of ids_sorted
+    rank_rows: np.ndarray  # intp: the row of meta of each ranked movie (best first)
 
 
 class Popularity:
@@ -57,22 +62,19 @@ class Popularity:
         """Recompute from the database (one GROUP BY over ratings)."""
         with self._lock:
             with self._sessions() as session:
-                rows = repository.popularity_stats(session)
-            counts = np.array([r[4] for r in rows], dtype=np.int64)
-            means = np.array([r[5] for r in rows], dtype=np.float64)
+                rows = repository.popularity_stats(session)  # in id order
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            counts = np.fromiter((r[4] for r in rows), dtype=np.int64, count=len(rows))
+            means = np.fromiter((r[5] for r in rows), dtype=np.float64, count=len(rows))
             total = counts.sum()
             global_mean = float((counts * means).sum() / total) if total else 0.0
             scores = (counts * means + self.prior * global_mean) / (counts + self.prior)
             # Ties (equal damped means) go to the movie with more ratings, then the lower id.
-            ids = np.array([r[0] for r in rows], dtype=np.int64)
             order = np.lexsort((ids, -counts, -scores)) if len(rows) else np.zeros(0, dtype=np.intp)
-            genres = [split_genres(rows[i][3]) for i in order]
-            by_id = np.argsort(ids, kind="stable")
+            meta = ModelCatalogue.from_chunks([rows], ids)  # rows: (id, title, year, genres, ...)
             snap = PopularitySnapshot(
-                movie_ids=ids[order], scores=scores[order], counts=counts[order],
-                titles=[rows[i][1] for i in order], years=[rows[i][2] for i in order], genres=genres,
-                genres_lower=[frozenset(g.lower() for g in gs) for gs in genres], computed_at=time.time(),
-                ids_sorted=ids[by_id], counts_sorted=counts[by_id],
+                movie_ids=ids[order], scores=scores[order], counts=counts[order], computed_at=time.time(),
+                ids_sorted=ids, counts_sorted=counts, meta=meta, rank_rows=order,
             )
             self.snapshot = snap
         del rows
@@ -91,19 +93,36 @@ class Popularity:
             exclude: set[int] | None = None) -> list[dict[str, Any]]:
         """The ``n`` most popular movies passing the filters (``genre``: see :func:`wanted_genres`)."""
         snap = self.snapshot or self.refresh()
-        wanted = wanted_genres(genre)
+        meta, wanted = snap.meta, wanted_genres(genre)
+        excluded = np.fromiter(exclude, dtype=np.int64, count=len(exclude)) if exclude else None
         out: list[dict[str, Any]] = []
-        for i in range(len(snap.movie_ids)):
-            movie_id = int(snap.movie_ids[i])
-            if exclude and movie_id in exclude:
-                continue
-            if wanted is not None and wanted.isdisjoint(snap.genres_lower[i]):
-                continue
-            year = snap.years[i]
-            if min_year is not None and (year is None or year < min_year):
-                continue
-            out.append({"movie_id": movie_id, "title": snap.titles[i], "year": year, "genres": snap.genres[i],
-                        "score": float(snap.scores[i]), "ratings_count": int(snap.counts[i])})
-            if len(out) >= n:
-                break
+        start, step = 0, max(FIRST_STEP, 2 * n)
+        while start < len(snap.movie_ids) and len(out) < n:
+            # The filters on a slice of the ranking at a time: the first slice is usually enough.
+            rows = snap.rank_rows[start:start + step]
+            keep = meta.in_catalogue[rows]
+            if wanted is not None:
+                keep &= _any_genre(meta, wanted, rows)
+            if min_year is not None:
+                with np.errstate(invalid="ignore"):  # NaN: no year, never passes a year filter
+                    keep &= meta.years[rows] >= min_year
+            if excluded is not None:
+                keep &= ~np.isin(snap.movie_ids[start:start + step], excluded)
+            for i in np.flatnonzero(keep)[:n - len(out)].tolist():
+                row, rank = int(rows[i]), start + i
+                out.append({"movie_id": int(snap.movie_ids[rank]), "title": meta.titles[row], "year": meta.year(row),
+                            "genres": meta.genres[row], "score": float(snap.scores[rank]),
+                            "ratings_count": int(snap.counts[rank])})
+            start, step = start + step, step * 4
         return out
+
+
+def _any_genre(meta: ModelCatalogue, wanted: frozenset[str], rows: np.ndarray) -> np.ndarray:
+    """Whether each of ``rows`` has any of the ``wanted`` (lower-cased) genres, from the packed masks."""
+    hit = np.zeros(len(rows), dtype=bool)
+    byte, shift = rows >> 3, 7 - (rows & 7)  # np.packbits: big bit order, row i in bit 7 - i % 8 of byte i // 8
+    for name in wanted:
+        bits = meta.genre_bits.get(name)
+        if bits is not None:
+            hit |= ((bits[byte] >> shift) & 1).astype(bool)
+    return hit

@@ -209,14 +209,14 @@ def movie_chunks(session: Session, rows_per_chunk: int = 10_000) -> Iterator[lis
 
 
 def popularity_stats(session: Session) -> list[tuple[int, str, int | None, str, int, float]]:
-    """``(id, title, year, genres, count, mean)`` of every rated movie: one aggregate scan."""
+    """``(id, title, year, genres, count, mean)`` of every rated movie, in id order: one aggregate scan."""
     per_movie = (
         select(Rating.movie_id, func.count().label("n"), func.avg(Rating.rating).label("mean"))
         .group_by(Rating.movie_id).subquery()
     )
     rows = session.execute(
         select(Movie.id, Movie.title, Movie.year, Movie.genres, per_movie.c.n, per_movie.c.mean)
-        .join(per_movie, per_movie.c.movie_id == Movie.id)
+        .join(per_movie, per_movie.c.movie_id == Movie.id).order_by(Movie.id)
     ).all()
     return [(int(r[0]), r[1], r[2], r[3] or "", int(r[4]), float(r[5])) for r in rows]
 
