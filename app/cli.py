@@ -42,6 +42,50 @@ def default_workers(database_url: str, cpus: int | None = None) -> int:
     return max(1, count)
 
 
+def fork_workers_from_here() -> bool:
+    """Make uvicorn fork its worker processes from this one, after importing the app here.
+
+    uvicorn spawns each worker as a fresh interpreter, which imports the app again: ~65 MiB of
+    private memory per worker (the interpreter's heap: numpy, SQLAlchemy, FastAPI, faiss, the
+    app's modules), most of what a worker held privately once the model and its ANN index were
+    shared maps. Forked from a supervisor that has imported them, the workers share those pages
+    until they write to them; ``gc.freeze()`` first keeps the collector from writing to every
+    inherited object (its header) and so copying their pages. docs/benchmarks.md#worker-memory
+    has the measurement.
+
+    Safe because the supervisor has started no thread and no OpenMP or BLAS pool when it forks:
+    only imports run here (no model, no database connection), and BLAS is limited to one thread
+    before numpy loads (:func:`serve`). A forked worker gets the default handlers for the signals
+    the supervisor queues for itself (a spawned one starts with them); uvicorn installs its own
+    SIGINT/SIGTERM handlers in the worker. Returns False, leaving uvicorn to spawn, where this
+    platform or uvicorn version does not allow it (no ``fork`` start method, or uvicorn's
+    ``_subprocess.spawn`` context is gone).
+    """
+    import gc
+    import multiprocessing
+    import os
+    import signal
+
+    from uvicorn import _subprocess
+    from uvicorn.supervisors import multiprocess
+
+    if "fork" not in multiprocessing.get_all_start_methods() or not hasattr(_subprocess, "spawn"):
+        return False
+    import app.main  # noqa: F401 - imported once, here, for every worker to share
+
+    queued = tuple(getattr(multiprocess, "SIGNALS", {}))
+
+    def default_signals() -> None:
+        for sig in queued:
+            signal.signal(sig, signal.SIG_DFL)
+
+    os.register_at_fork(after_in_child=default_signals)
+    gc.collect()
+    gc.freeze()
+    _subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[attr-defined]
+    return True
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 to listen on all).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
@@ -67,6 +111,8 @@ def serve(
 
     settings = get_settings()
     workers = workers or settings.workers or default_workers(settings.database_url)
+    if workers > 1:
+        fork_workers_from_here()
     # Slow clients: header and body read timeouts are enforced by the protocol class (uvicorn has
     # none); idle keep-alive connections and the concurrency limit are uvicorn's own settings.
     uvicorn.run(

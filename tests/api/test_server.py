@@ -150,6 +150,7 @@ def test_default_worker_count_follows_the_machine(monkeypatch: pytest.MonkeyPatc
     assert 1 <= usable_cpus() <= (os.cpu_count() or 1)
     chosen: dict[str, object] = {}
     monkeypatch.setattr("uvicorn.run", lambda *a, **kw: chosen.update(kw))
+    monkeypatch.setattr("app.cli.fork_workers_from_here", lambda: True)  # not in the test process
     from app.cli import serve
     from movierec.settings import get_settings
 
@@ -166,3 +167,68 @@ def test_default_worker_count_follows_the_machine(monkeypatch: pytest.MonkeyPatc
         assert chosen["workers"] == default_workers(get_settings().database_url)
     finally:
         get_settings.cache_clear()
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _rollup_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux /proc needed")
+def test_several_workers_are_forked_after_the_imports_and_still_reload(db_url: str, seeded: Engine, store: Path,
+                                                                      tmp_path: Path) -> None:
+    """`serve --workers 2`: the workers are forked from the supervisor once it has imported the app
+    (they share its heap's pages instead of importing everything again), serve, follow a newly
+    published version, and stop with the supervisor."""
+    publish_dot(store, MODEL_USERS, MODEL_MOVIES, seed=1)
+    port = _free_port()
+    env = {**os.environ, "MOVIEREC_DATABASE_URL": db_url, "MOVIEREC_MODEL_STORE": str(store),
+           "MOVIEREC_RELOAD_INTERVAL": "0.1", "MOVIEREC_API_KEY": "k3y", "MOVIEREC_LOG_LEVEL": "WARNING"}
+    code = f"from app.cli import serve; serve(host='127.0.0.1', port={port}, workers=2, access_log=False)"
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(proc.pid)) < 2 or not _ready(base):
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        workers = [pid for pid in _children(proc.pid)
+                   if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(workers) == 2, workers
+        for pid in workers:
+            assert b"spawn_main" not in Path(f"/proc/{pid}/cmdline").read_bytes()  # forked, not spawned
+            # the imports' pages: written by the supervisor, shared with it (a spawned worker has ~0)
+            assert _rollup_kib(pid, "Shared_Dirty:") > 10 * 1024, log_path.read_text()
+        publish_dot(store, MODEL_USERS, MODEL_MOVIES, seed=2)
+        seen: list[int] = []
+        while len(seen) < 20 or set(seen[-20:]) != {2}:  # new connections: the kernel picks the worker
+            assert time.monotonic() < deadline + 30, seen[-20:]
+            response = httpx.get(f"{base}/recommend", params={"user_id": 1 + len(seen) % 20, "n": 5})
+            assert response.status_code == 200, response.text
+            seen.append(response.json()["model_version"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0 or proc.returncode == -15, log_path.read_text()
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower()
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/ready", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
