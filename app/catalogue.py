@@ -16,12 +16,23 @@ for the rows a response shows.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import math
+import os
+import stat
+import tempfile
+import time
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import save_file
+
+from movierec.mapped_tensors import MalformedTensorsError, map_tensors
 
 from .scoring import lookup_rows
 
@@ -63,8 +74,8 @@ class Catalogue:
 class Titles:
     """The title of each model row (None for rows the database lacks), decoded from one UTF-8 blob."""
 
-    def __init__(self, blob: bytes, offsets: np.ndarray, present: np.ndarray) -> None:
-        self._blob, self._offsets, self._present = blob, offsets, present
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray, present: np.ndarray) -> None:
+        self._blob, self._offsets, self._present = blob, offsets, present  # blob: uint8
 
     def __len__(self) -> int:
         return len(self._present)
@@ -72,7 +83,7 @@ class Titles:
     def __getitem__(self, row: int) -> str | None:
         if not self._present[row]:
             return None
-        return self._blob[int(self._offsets[row]):int(self._offsets[row + 1])].decode()
+        return self._blob[int(self._offsets[row]):int(self._offsets[row + 1])].tobytes().decode()
 
 
 class Genres:
@@ -167,10 +178,58 @@ class ModelCatalogue:
             mask = masks.setdefault(name.lower(), np.zeros(m, dtype=bool))
             mask[row_of[flat_array == position]] = True
         bits = {name: np.packbits(mask) for name, mask in masks.items()}
+        blob = np.frombuffer(b"".join(blobs), dtype=np.uint8)  # read-only: a view of the bytes
         for frozen in (present, years, title_offsets, flat_array, genre_offsets, *bits.values()):
             frozen.setflags(write=False)
-        return cls(movie_ids, present, Titles(b"".join(blobs), title_offsets, present), years,
+        return cls(movie_ids, present, Titles(blob, title_offsets, present), years,
                    Genres(names, flat_array, genre_offsets), bits)
+
+    # -- sharing between the server's workers ------------------------------------------------------
+
+    def _arrays(self) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+        """The arrays that make up this catalogue (the genre masks as ``bits.<i>``), the genre
+        names as stored, and the lower-cased names of the masks, in their order."""
+        masks = list(self.genre_bits)
+        arrays = {"in_catalogue": self.in_catalogue, "years": self.years, "title_blob": self.titles._blob,
+                  "title_offsets": self.titles._offsets, "genre_flat": self.genres._flat,
+                  "genre_offsets": self.genres._offsets}
+        arrays.update({f"bits.{i}": self.genre_bits[name] for i, name in enumerate(masks)})
+        return arrays, list(self.genres._names), masks
+
+    def shared(self, directory: Path) -> ModelCatalogue:
+        """The same catalogue over a read-only map of a file in ``directory`` named by its content.
+
+        Every worker of a server builds its catalogue from the same database, so their arrays
+        are equal: the first writes them to the file, the others find it (and compare it with
+        what they built: a file that differs is written again), and all of them map it. Its
+        pages are then the page cache, one copy for all the workers instead of one each (~50 MB
+        at a million movies; docs/benchmarks.md#worker-memory). Files not used for
+        :data:`SHARED_MAX_AGE_S` are removed; a mapped file stays valid when removed.
+        """
+        arrays, names, masks = self._arrays()
+        digest = hashlib.sha256(json.dumps([names, masks]).encode())
+        for name, array in arrays.items():
+            digest.update(f"{name} {array.dtype.str} {array.shape}".encode())
+            digest.update(_bytes_of(array))
+        path = directory / f"catalogue-{digest.hexdigest()[:32]}.safetensors"
+        mapped = _map_if_equal(path, arrays)
+        if mapped is None:
+            tmp = directory / f".{path.name}.{os.getpid()}.tmp"
+            try:
+                save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            mapped = _map_if_equal(path, arrays)
+            if mapped is None:  # cannot happen unless someone writes there at the same time
+                return self
+        with contextlib.suppress(OSError):
+            os.utime(path)  # in use: not removed by _prune
+        _prune(directory, keep=path)
+        bits = {name: mapped[f"bits.{i}"] for i, name in enumerate(masks)}
+        return ModelCatalogue(self.movie_ids, mapped["in_catalogue"],
+                              Titles(mapped["title_blob"], mapped["title_offsets"], mapped["in_catalogue"]),
+                              mapped["years"], Genres(names, mapped["genre_flat"], mapped["genre_offsets"]), bits)
 
     def allowed_mask(self, genre: str | None = None, min_year: int | None = None) -> np.ndarray:
         """Rows that may be shown: in the catalogue and matching the optional filters (a fresh array)."""
@@ -192,3 +251,51 @@ class ModelCatalogue:
         """The release year of model row ``row``, if the catalogue has one."""
         year = float(self.years[row])
         return None if math.isnan(year) else int(year)
+
+
+#: Seconds after which a shared catalogue file nobody has loaded is removed (see ModelCatalogue.shared).
+SHARED_MAX_AGE_S = 3600.0
+
+
+def shared_directory() -> Path | None:
+    """This user's private directory for shared catalogue files (in the temporary directory), or
+    None when it cannot be made safe (not ours, not private, a symlink)."""
+    path = Path(tempfile.gettempdir()) / f"movierec-shared-{os.getuid()}"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    return path
+
+
+def _map_if_equal(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The arrays of ``path``, mapped read-only, when they equal ``arrays``; else None."""
+    try:
+        mapped = map_tensors(path)
+    except (MalformedTensorsError, OSError):
+        return None
+    if mapped.keys() != arrays.keys():
+        return None
+    for name, array in arrays.items():
+        other = mapped[name]
+        if other.dtype != array.dtype or other.shape != array.shape \
+                or not np.array_equal(_bytes_of(other), _bytes_of(array)):  # bytes: NaN years compare equal
+            return None
+    return mapped
+
+
+def _bytes_of(array: np.ndarray) -> np.ndarray:
+    """The bytes of ``array`` as a flat uint8 array (no copy when it is contiguous)."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
+def _prune(directory: Path, keep: Path) -> None:
+    """Remove the shared catalogue files of ``directory`` older than SHARED_MAX_AGE_S, but ``keep``."""
+    cutoff = time.time() - SHARED_MAX_AGE_S
+    for path in directory.glob("catalogue-*.safetensors"):
+        with contextlib.suppress(OSError):
+            if path != keep and path.stat().st_mtime < cutoff:
+                path.unlink()

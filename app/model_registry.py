@@ -34,7 +34,7 @@ from movierec.store import MANIFEST_FILE, WEIGHTS_FILE, Candidate, CorruptModelE
 
 from . import repository
 from .ann import AnnRanker, ranker_for
-from .catalogue import ModelCatalogue
+from .catalogue import ModelCatalogue, shared_directory
 from .memory import release_free_memory
 from .metrics import Metrics
 from .scoring import LoadedModel
@@ -218,6 +218,12 @@ class ModelRegistry:
         ann = ranker_for(artifact, model, self.ann_min_movies)  # CorruptModelError for a bad index
         with self._sessions() as session:
             catalogue = ModelCatalogue.from_chunks(repository.movie_chunks(session), model.movie_ids)
+        directory = shared_directory()
+        if directory is not None:  # one copy of the catalogue for all the server's workers
+            try:
+                catalogue = catalogue.shared(directory)
+            except OSError as exc:  # e.g. a full disk: each worker keeps its own copy
+                log.warning("catalogue of version %s not shared between workers: %s", version, exc)
         state = ServingState(model, catalogue, ann=ann)
         self._scan_stale(state)
         return state
