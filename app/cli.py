@@ -104,6 +104,9 @@ def serve(
     # with one BLAS thread). Must be set before numpy loads; an explicit setting wins.
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, "1")
+    from app.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread: fewer private malloc arenas per worker
     import uvicorn
 
     from app.server import LimitedHttpToolsProtocol
