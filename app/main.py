@@ -47,7 +47,7 @@ from .user_reads import UserRatingsReader
 log = logging.getLogger("app")
 
 STATIC_DIR = Path(__file__).parent / "static"
-#: Seconds between popularity refreshes (one aggregate query over the ratings).
+#: Seconds between popularity checks (a fingerprint of the ratings; the table is rebuilt when it moved).
 POPULARITY_REFRESH_S = 60.0
 #: Connections per process: enough for the thread pool (40 by default) so requests do not queue
 #: on the pool; PostgreSQL's default max_connections (100) allows two such workers.
@@ -97,7 +97,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry.poll()
         registry.refresh_stale()
 
-    tasks = [asyncio.create_task(_every(POPULARITY_REFRESH_S, "popularity", popularity.refresh))]
+    tasks = [asyncio.create_task(_every(POPULARITY_REFRESH_S, "popularity", popularity.refresh_if_changed))]
     if settings.reload_interval > 0:
         tasks.append(asyncio.create_task(_every(settings.reload_interval, "model reload", model_tick)))
     recorder.start()

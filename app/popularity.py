@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 DEFAULT_PRIOR = 25.0
 #: Ranked movies :meth:`Popularity.top` checks against the filters at once (grown 4x per step).
 FIRST_STEP = 256
+#: The periodic refresh rebuilds the table at least this often even when the ratings' fingerprint
+#: has not moved (what the fingerprint cannot see: a movie's title or genres edited in place).
+MAX_AGE_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,31 @@ class Popularity:
         self.prior = prior
         self.snapshot: PopularitySnapshot | None = None
         self._lock = threading.Lock()
+        self._fingerprint: tuple[object, ...] | None = None  # of the data the snapshot was built from
 
-    def refresh(self) -> PopularitySnapshot:
-        """Recompute from the database (one GROUP BY over ratings)."""
+    def refresh_if_changed(self) -> PopularitySnapshot:
+        """The periodic refresh: rebuild only when the ratings or movies changed (their
+        :func:`~app.repository.ratings_fingerprint`) or the table is MAX_AGE_S old.
+
+        Rebuilding reads a row per rated movie through the driver, which takes and releases the
+        GIL per row: every minute, that stalled the requests of the worker (/recommend p99 at
+        1 connection 65-121 ms in the rounds it hit, 6-8 ms in the others; docs/benchmarks.md).
+        The fingerprint is a handful of values computed inside the database.
+        """
+        with self._sessions() as session:
+            fingerprint = repository.ratings_fingerprint(session)
+        snap = self.snapshot
+        if snap is not None and fingerprint == self._fingerprint and time.time() - snap.computed_at < MAX_AGE_S:
+            return snap
+        return self.refresh(fingerprint)
+
+    def refresh(self, fingerprint: tuple[object, ...] | None = None) -> PopularitySnapshot:
+        """Recompute from the database (one GROUP BY over ratings). ``fingerprint``: the data's,
+        taken before (see :meth:`refresh_if_changed`); None takes it here."""
         with self._lock:
             with self._sessions() as session:
+                if fingerprint is None:
+                    fingerprint = repository.ratings_fingerprint(session)
                 rows = repository.popularity_stats(session)  # in id order
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             counts = np.fromiter((r[4] for r in rows), dtype=np.int64, count=len(rows))
@@ -76,7 +99,7 @@ class Popularity:
                 movie_ids=ids[order], scores=scores[order], counts=counts[order], computed_at=time.time(),
                 ids_sorted=ids, counts_sorted=counts, meta=meta, rank_rows=order,
             )
-            self.snapshot = snap
+            self.snapshot, self._fingerprint = snap, fingerprint
         del rows
         release_free_memory()  # the query's rows, once per refresh (app.memory)
         return snap

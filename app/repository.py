@@ -12,7 +12,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Select, delete, func, literal, or_, select
+from sqlalchemy import Integer, Select, cast, delete, func, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session
@@ -221,6 +221,19 @@ def popularity_stats(session: Session) -> list[tuple[int, str, int | None, str, 
     return [(int(r[0]), r[1], r[2], r[3] or "", int(r[4]), float(r[5])) for r in rows]
 
 
+def ratings_fingerprint(session: Session) -> tuple[object, ...]:
+    """What changes whenever the popularity table would: the ratings' count, their sum and their
+    sum weighted by movie id (exact integers, in half stars), the newest ``rated_at``, and the
+    movies' count and largest id. One pass over the tables inside the database, a few values out,
+    instead of a row per rated movie."""
+    half_stars = cast(func.round(Rating.rating * 2), Integer)
+    ratings = session.execute(select(func.count(), func.coalesce(func.sum(half_stars), 0),
+                                     func.coalesce(func.sum(half_stars * Rating.movie_id), 0),
+                                     func.max(Rating.rated_at))).one()
+    movies = session.execute(select(func.count(), func.max(Movie.id))).one()
+    return tuple(int(v) if v is not None else None for v in (*ratings, *movies))
+
+
 def users_rated_after(session: Session, after: int) -> list[tuple[int, int]]:
     """``(user_id, latest rated_at)`` of users with a rating newer than ``after`` (rated_at index)."""
     rows = session.execute(
@@ -231,6 +244,6 @@ def users_rated_after(session: Session, after: int) -> list[tuple[int, int]]:
 
 __all__ = [
     "UserRatings", "delete_rating", "existing_movie_ids", "get_movie",
-    "list_user_ratings", "many_user_ratings", "movie_chunks", "movie_rating_stats", "ping", "popularity_stats", "search_movies",
+    "list_user_ratings", "many_user_ratings", "movie_chunks", "movie_rating_stats", "ping", "popularity_stats", "ratings_fingerprint", "search_movies",
     "upsert_ratings", "write_transaction", "user_ratings", "user_ratings_raw", "users_rated_after",
 ]

@@ -75,3 +75,36 @@ def test_top_and_counts_match_the_plain_computation(tmp_path: Path, seed: int) -
     asked = rng.integers(0, n_movies + 5, 40).tolist()
     count_of = {m: sum(1 for _, mm, _ in ratings if mm == m) for m in asked}
     assert popularity.counts(asked) == [count_of[m] for m in asked]
+
+
+def test_the_periodic_refresh_rebuilds_only_when_the_data_moved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    url = f"sqlite:///{tmp_path / 'pop.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(insert(Movie), [{"id": i, "title": f"M{i}", "year": 2000, "genres": "Drama"} for i in (1, 2, 3)])
+        conn.execute(insert(Rating), [{"user_id": 1, "movie_id": 1, "rating": 4.0, "rated_at": 5},
+                                      {"user_id": 1, "movie_id": 2, "rating": 3.0, "rated_at": 6}])
+    popularity = Popularity(session_factory(engine))
+    first = popularity.refresh()
+    assert popularity.refresh_if_changed() is first  # nothing moved: the same table, not rebuilt
+    changes = [
+        "INSERT INTO ratings VALUES (2, 3, 2.5, 1)",  # a rating, older than the newest
+        "UPDATE ratings SET rating = 3.0 WHERE movie_id = 1",  # swapped values, same count, sum, newest
+        "UPDATE ratings SET rating = 4.0 WHERE movie_id = 2",
+        "DELETE FROM ratings WHERE movie_id = 3",
+        "INSERT INTO movies (id, title, year, genres) VALUES (4, 'M4', 1999, '')",
+    ]
+    from sqlalchemy import text
+
+    snap = first
+    for sql in changes:
+        with engine.begin() as conn:
+            conn.execute(text(sql))
+        rebuilt = popularity.refresh_if_changed()
+        assert rebuilt is not snap, sql
+        snap = rebuilt
+        assert popularity.refresh_if_changed() is snap
+    monkeypatch.setattr("app.popularity.MAX_AGE_S", 0.0)  # old enough: rebuilt whatever the fingerprint
+    assert popularity.refresh_if_changed() is not snap
