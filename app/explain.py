@@ -204,59 +204,77 @@ def top_reasons(decomposition: Decomposition, catalogue: ModelCatalogue,
                 limit: int = MAX_REASONS) -> list[list[Reason]]:
     """Per target: up to ``limit`` rated movies with the largest positive contributions, largest first.
 
-    A partial sort (``argpartition``, O(|R|) per target) keeps ``limit`` candidates per target, and
-    :func:`_reasons` orders and encodes only those.
+    ``limit`` rounds of ``argmax`` along the rated axis pick each target's candidates already in
+    order (a fifth of the CPU of ``argpartition`` and a sort on 10 x 200), and :func:`_finish`
+    rounds and encodes only those.
     """
     c = decomposition.contributions
     if c.size == 0:  # no rated movie the model knows, or nothing to explain (a filter left no items)
         return [[] for _ in range(c.shape[0])]
     n_targets, n_rated = c.shape
-    if n_rated > limit:
-        best = np.argpartition(-c, limit - 1, axis=1)[:, :limit].ravel()
-        target_pos = np.repeat(np.arange(n_targets), limit)
-    else:
-        best = np.tile(np.arange(n_rated), n_targets)
-        target_pos = np.repeat(np.arange(n_targets), n_rated)
-    return _reasons(n_targets, target_pos, decomposition.rated_rows[best], c[target_pos, best], catalogue, limit)
+    rounds = min(limit, n_rated)
+    left = c.copy() if rounds > 1 else c
+    every = np.arange(n_targets)
+    best = np.empty((n_targets, rounds), dtype=np.intp)
+    weights = np.empty((n_targets, rounds), dtype=np.float64)
+    for k in range(rounds):
+        pick = left.argmax(axis=1)
+        best[:, k], weights[:, k] = pick, left[every, pick]
+        if k + 1 < rounds:
+            left[every, pick] = -np.inf
+    positions = [i for i in range(n_targets) for _ in range(rounds)]
+    return _finish(n_targets, positions, decomposition.rated_rows[best.ravel()], weights.ravel().tolist(),
+                   catalogue, limit)
 
 
-def _reasons(n_targets: int, target_pos: np.ndarray, rated_rows: np.ndarray, weights: np.ndarray,
-             catalogue: ModelCatalogue, limit: int) -> list[list[Reason]]:
-    """The reasons of each of ``n_targets`` targets from candidate contributions given as coordinates.
+def _sparse_reasons(n_targets: int, target_pos: np.ndarray, rated_rows: np.ndarray, weights: np.ndarray,
+                    catalogue: ModelCatalogue, limit: int) -> list[list[Reason]]:
+    """The reasons of each of ``n_targets`` targets from all their nonzero contributions, as coordinates.
 
-    Candidate ``k`` says that rated movie ``rated_rows[k]`` contributes ``weights[k]`` to target
-    ``target_pos[k]``; every contribution not listed must be at most 0 or below the ``limit``
-    largest of its target (both ways of listing them, the top ``limit`` of a dense matrix or the
-    stored entries of the sparse item term, give the same reasons). Per target the ``limit``
-    largest positive ones, largest first (equal weights: the lower model row first), rounded to 4
-    significant digits of the largest weight of the answer (the JSON encoder's float formatting
-    was a third of an explanation's cost with all 17); a weight that rounds to 0 is left out.
+    Contribution ``k``: rated movie ``rated_rows[k]`` adds ``weights[k]`` to target ``target_pos[k]``
+    (every contribution not listed is 0). One ``lexsort`` puts them in :func:`_finish`'s order; equal
+    weights: the lower model row first.
+    """
+    if target_pos.size == 0:
+        return [[] for _ in range(n_targets)]
+    order = np.lexsort((rated_rows, -weights, target_pos))
+    return _finish(n_targets, target_pos[order].tolist(), rated_rows[order], weights[order].tolist(), catalogue, limit)
+
+
+def _finish(n_targets: int, positions: list[int], rated_rows: np.ndarray, weights: list[float],
+            catalogue: ModelCatalogue, limit: int) -> list[list[Reason]]:
+    """Reasons from candidates ordered by target and, within one, by weight, largest first.
+
+    Candidate ``k``: rated movie ``rated_rows[k]`` contributes ``weights[k]`` to target
+    ``positions[k]``; a target's contributions that are not candidates are below its first
+    ``limit`` or not positive. Per target the first ``limit`` candidates that stay positive
+    after rounding to 4 significant digits of the largest weight (the JSON encoder's float
+    formatting was a third of an explanation's cost with all 17). A few dozen candidates at most:
+    the cut and the rounding are cheaper in Python than as array operations; the rounding is
+    numpy's own (``np.round``: scale by an exact power of ten, round half to even, scale back),
+    so the weights are the same floats as ``np.round``'s.
     """
     out: list[list[Reason]] = [[] for _ in range(n_targets)]
-    positive = np.flatnonzero(weights > 0)
-    if positive.size == 0:
+    top = max(weights, default=0.0)
+    if not top > 0:
         return out
-    target_pos, rated_rows, weights = target_pos[positive], rated_rows[positive], weights[positive]
-    order = np.lexsort((rated_rows, -weights, target_pos))  # by target, largest first, then lower row
-    target_pos, rated_rows, weights = target_pos[order].tolist(), rated_rows[order], weights[order].tolist()
-    # A few dozen candidates: the per-target cut and the rounding are cheaper in Python than as
-    # array operations. The rounding is numpy's (np.round: scale by an exact power of ten, round
-    # half to even, scale back), so the weights are the same floats as np.round's.
-    decimals = 3 - math.floor(math.log10(max(weights)))
+    decimals = 3 - math.floor(math.log10(top))
     scale = 10.0 ** abs(decimals)
-    kept: list[tuple[int, int, float]] = []  # (target position, index into the candidates, weight)
+    kept: list[int] = []
+    rounded: list[float] = []
     taken, last = 0, -1
-    for i, (pos, weight) in enumerate(zip(target_pos, weights)):
+    for k, (pos, weight) in enumerate(zip(positions, weights, strict=True)):
         taken = taken + 1 if pos == last else 1
         last = pos
-        if taken <= limit:
+        if taken <= limit and weight > 0:
             weight = round(weight * scale) / scale if decimals >= 0 else round(weight / scale) * scale
             if weight > 0:
-                kept.append((pos, i, weight))
-    picked = rated_rows[[i for _, i, _ in kept]]
-    for (pos, _, weight), movie_id, title in zip(kept, catalogue.movie_ids[picked].tolist(),
-                                                 catalogue.titles.many(picked), strict=True):
-        out[pos].append({"movie_id": movie_id, "title": title, "weight": weight})
+                kept.append(k)
+                rounded.append(weight)
+    picked = rated_rows[kept]
+    for k, weight, movie_id, title in zip(kept, rounded, catalogue.movie_ids[picked].tolist(),
+                                          catalogue.titles.many(picked), strict=True):
+        out[positions[k]].append({"movie_id": movie_id, "title": title, "weight": weight})
     return out
 
 
@@ -286,7 +304,7 @@ def explain_rows(model: LoadedModel, catalogue: ModelCatalogue, rated_movie_ids:
             contributions = np.asarray(item_term.contributions(rows, target_rows), dtype=np.float64)
             return top_reasons(Decomposition(rows, ratings, contributions, None, exact=False), catalogue, limit)
         target_pos, rated_pos, weights = item_term.hits(rows, target_rows)
-        reasons = _reasons(target_rows.size, target_pos, rows[rated_pos], weights, catalogue, limit)
+        reasons = _sparse_reasons(target_rows.size, target_pos, rows[rated_pos], weights, catalogue, limit)
         targets = target_rows.tolist()
         if len(set(targets)) < len(targets):  # hits() reports a repeated target at its first position only
             first: dict[int, int] = {}
