@@ -223,8 +223,7 @@ def top_reasons(decomposition: Decomposition, catalogue: ModelCatalogue,
         if k + 1 < rounds:
             left[every, pick] = -np.inf
     positions = [i for i in range(n_targets) for _ in range(rounds)]
-    return _finish(n_targets, positions, decomposition.rated_rows[best.ravel()], weights.ravel().tolist(),
-                   catalogue, limit)
+    return _finish(n_targets, positions, decomposition.rated_rows[best.ravel()], weights.ravel().tolist(), catalogue)
 
 
 def _sparse_reasons(n_targets: int, target_pos: np.ndarray, rated_rows: np.ndarray, weights: np.ndarray,
@@ -232,27 +231,32 @@ def _sparse_reasons(n_targets: int, target_pos: np.ndarray, rated_rows: np.ndarr
     """The reasons of each of ``n_targets`` targets from all their nonzero contributions, as coordinates.
 
     Contribution ``k``: rated movie ``rated_rows[k]`` adds ``weights[k]`` to target ``target_pos[k]``
-    (every contribution not listed is 0). One ``lexsort`` puts them in :func:`_finish`'s order; equal
-    weights: the lower model row first.
+    (every contribution not listed is 0). The positive ones are sorted by target, largest first
+    (equal weights: the lower model row first) and cut to ``limit`` per target in numpy (a heavy
+    rater's few hundred hits never reach the Python loop), then :func:`_finish` rounds and encodes.
     """
-    if target_pos.size == 0:
+    positive = np.flatnonzero(weights > 0)
+    if positive.size == 0:
         return [[] for _ in range(n_targets)]
+    target_pos, rated_rows, weights = target_pos[positive], rated_rows[positive], weights[positive]
     order = np.lexsort((rated_rows, -weights, target_pos))
-    return _finish(n_targets, target_pos[order].tolist(), rated_rows[order], weights[order].tolist(), catalogue, limit)
+    ordered = target_pos[order]
+    # Rank within its target: position minus where the target's run starts (``ordered`` is sorted).
+    keep = order[np.arange(order.size) - np.searchsorted(ordered, ordered) < limit]
+    return _finish(n_targets, target_pos[keep].tolist(), rated_rows[keep], weights[keep].tolist(), catalogue)
 
 
 def _finish(n_targets: int, positions: list[int], rated_rows: np.ndarray, weights: list[float],
-            catalogue: ModelCatalogue, limit: int) -> list[list[Reason]]:
+            catalogue: ModelCatalogue) -> list[list[Reason]]:
     """Reasons from candidates ordered by target and, within one, by weight, largest first.
 
     Candidate ``k``: rated movie ``rated_rows[k]`` contributes ``weights[k]`` to target
-    ``positions[k]``; a target's contributions that are not candidates are below its first
-    ``limit`` or not positive. Per target the first ``limit`` candidates that stay positive
-    after rounding to 4 significant digits of the largest weight (the JSON encoder's float
-    formatting was a third of an explanation's cost with all 17). A few dozen candidates at most:
-    the cut and the rounding are cheaper in Python than as array operations; the rounding is
-    numpy's own (``np.round``: scale by an exact power of ten, round half to even, scale back),
-    so the weights are the same floats as ``np.round``'s.
+    ``positions[k]``; at most ``limit`` per target, and a target's contributions that are not
+    candidates are below them or not positive. Kept: the candidates that stay positive after
+    rounding to 4 significant digits of the largest weight (the JSON encoder's float formatting was
+    a third of an explanation's cost with all 17). A few dozen candidates: the rounding is cheaper
+    in Python than as array operations, and it is numpy's own (``np.round``: scale by an exact power
+    of ten, round half to even, scale back), so the weights are the same floats as ``np.round``'s.
     """
     out: list[list[Reason]] = [[] for _ in range(n_targets)]
     top = max(weights, default=0.0)
@@ -262,11 +266,8 @@ def _finish(n_targets: int, positions: list[int], rated_rows: np.ndarray, weight
     scale = 10.0 ** abs(decimals)
     kept: list[int] = []
     rounded: list[float] = []
-    taken, last = 0, -1
-    for k, (pos, weight) in enumerate(zip(positions, weights, strict=True)):
-        taken = taken + 1 if pos == last else 1
-        last = pos
-        if taken <= limit and weight > 0:
+    for k, weight in enumerate(weights):
+        if weight > 0:
             weight = round(weight * scale) / scale if decimals >= 0 else round(weight / scale) * scale
             if weight > 0:
                 kept.append(k)
