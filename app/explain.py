@@ -160,7 +160,10 @@ def decompose(model: LoadedModel, movie_rows: np.ndarray, ratings: np.ndarray,
     if system is not None and prior.mean is not None and _same_ratings(system, movie_rows, ratings):
         a = system.design
         weight = (system.targets - a @ prior.mean) / s2
-        solved = np.linalg.solve(system.gram, np.column_stack([t.T, a.T @ weight]))
+        rhs = np.empty((a.shape[1], t.shape[0] + 1))
+        rhs[:, :-1] = t.T
+        rhs[:, -1] = a.T @ weight
+        solved = np.linalg.solve(system.gram, rhs)
         contributions = (solved[:, :-1].T @ a.T) * weight  # (t, r)
         offset = solved[:, -1]
     else:
@@ -196,8 +199,8 @@ def decompose(model: LoadedModel, movie_rows: np.ndarray, ratings: np.ndarray,
 
 def _same_ratings(system: FoldInSystem, movie_rows: np.ndarray, ratings: np.ndarray) -> bool:
     """Whether ``system`` was built from exactly these ratings, in this order."""
-    return system.movie_rows.shape == movie_rows.shape and bool(np.array_equal(system.movie_rows, movie_rows)) \
-        and bool(np.array_equal(system.ratings, ratings))
+    return system.movie_rows.shape == movie_rows.shape and system.ratings.shape == ratings.shape \
+        and bool((system.movie_rows == movie_rows).all()) and bool((system.ratings == ratings).all())
 
 
 def top_reasons(decomposition: Decomposition, catalogue: ModelCatalogue,
@@ -235,14 +238,14 @@ def _sparse_reasons(n_targets: int, target_pos: np.ndarray, rated_rows: np.ndarr
     (equal weights: the lower model row first) and cut to ``limit`` per target in numpy (a heavy
     rater's few hundred hits never reach the Python loop), then :func:`_finish` rounds and encodes.
     """
-    positive = np.flatnonzero(weights > 0)
+    positive = (weights > 0).nonzero()[0]
     if positive.size == 0:
         return [[] for _ in range(n_targets)]
     target_pos, rated_rows, weights = target_pos[positive], rated_rows[positive], weights[positive]
     order = np.lexsort((rated_rows, -weights, target_pos))
     ordered = target_pos[order]
     # Rank within its target: position minus where the target's run starts (``ordered`` is sorted).
-    keep = order[np.arange(order.size) - np.searchsorted(ordered, ordered) < limit]
+    keep = order[np.arange(order.size) - ordered.searchsorted(ordered) < limit]
     return _finish(n_targets, target_pos[keep].tolist(), rated_rows[keep], weights[keep].tolist(), catalogue)
 
 

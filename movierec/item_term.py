@@ -180,12 +180,12 @@ class ItemTerm:
             cols, weights = self._grid
             width = cols.shape[1]
             neighbours = cols[rated]  # (|rated|, width), a fresh C-ordered array: ravel() is a view
-            hit = np.flatnonzero(is_target[neighbours])
+            hit = is_target[neighbours].ravel().nonzero()[0]
             rated_pos, slot = np.divmod(hit, width)
             return position[neighbours.ravel()[hit]], rated_pos, weights[rated[rated_pos], slot]
         pos, which = self._gather(rated)
         cols = self.indices[pos]
-        hit = np.flatnonzero(is_target[cols])
+        hit = is_target[cols].nonzero()[0]
         return position[cols[hit]], which[hit], self.weights[pos[hit]]
 
 
