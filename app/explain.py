@@ -35,12 +35,25 @@ Models with an item-item term in the ranking score (``score_i += sum_j W[j, i]``
 movies ``j``, see ``movierec/item_term.py`` where a version has one): :func:`decompose` adds
 ``W[j, i]`` to ``c_ij`` (that term is a sum over the rated movies by construction, so the full
 decomposition stays exact), and :func:`explain_rows`, what the API calls, explains such a version by
-the item-item term alone -- its own exact split, a sparse gather instead of a per-user solve.
+the item-item term alone -- its own exact split: the term's stored entries among the rated rows and
+the recommended ones (:meth:`movierec.item_term.ItemTerm.hits`), no per-user solve and no
+``(n, |R|)`` matrix.
 
-Cost: one solve of size ``min(|R|, k+1)`` (:func:`decompose` takes the dual form when a user has
-fewer ratings than the model has factors) with ``n + 1`` right-hand sides, and an ``(n, d) x (d, |R|)``
-product, per request: about a tenth of a recommendation's CPU (bench/explain.py). Nothing here runs
-unless ``explain=true`` was asked for.
+Cost, per request and only when ``explain=true`` was asked for:
+
+* item-term versions: one gather of the rated rows' neighbour lists (``|R| x`` neighbours), a mask
+  lookup, and a sort of the few dozen hits;
+* ``dot`` users folded in by this request: the fold-in's own design rows and normal matrix
+  (:class:`app.scoring.FoldInSystem`) with ``n + 1`` more right-hand sides, one ``(k+1)^2`` solve,
+  and an ``(n, d) x (d, |R|)`` product;
+* trained ``dot`` users of a version without an item term, and ``nn``: the same built from scratch,
+  one solve of size ``min(|R|, k+1)`` (:func:`decompose` takes the dual form when a user has fewer
+  ratings than the model has factors);
+* then ``limit`` rounds of ``argmax`` (dense) or a ``lexsort`` (sparse) pick the candidates, and
+  at most ``n x limit`` of them are rounded and encoded in Python.
+
+``python -m bench.explain`` measures it through HTTP (docs/api.md#because-you-rated has the figures);
+``tests/api/test_explain_fast.py`` pins these paths to the straightforward dense computation.
 """
 
 from __future__ import annotations
@@ -290,8 +303,11 @@ def explain_rows(model: LoadedModel, catalogue: ModelCatalogue, rated_movie_ids:
 
     ``rated``: ``model.movie_rows(rated_movie_ids)`` when the caller has it already. ``user``: the
     vector the request ranked with; a fold-in's system (:class:`app.scoring.FoldInSystem`) is
-    reused rather than built again. Neither changes the answer, which does not depend on the order
-    of the ratings either (equal weights are ordered by model row).
+    reused rather than built again. Neither changes the answer (the reused system: to float
+    precision, tests/api/test_explain_fast.py). Nor does the order of the ratings: item-term
+    explanations are the same to the bit (equal weights are ordered by model row), solved ones to
+    float precision (the sums run in the order given; the ratings are no longer sorted first,
+    which would have cost a copy of the fold-in's system).
     """
     rows, found = model.movie_rows(rated_movie_ids) if rated is None else rated
     ratings = np.asarray(ratings)
