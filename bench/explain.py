@@ -5,10 +5,13 @@ usage: python -m bench.explain [--quick] [--duration 8] [--connections 8] [--rou
 MovieLens 100K in SQLite (imported by ``movierec import movielens``), served by ``movierec serve``
 (1 worker, as bench/serving.py) with a synthetic ``dot`` model of the right shape (k=64), under wrk:
 
-* trained users: the model's snapshot is the newest rating, so every user has trained factors and
-  the explanation projects their ratings (app/explain.py);
-* fold-in users: the same factors published with a snapshot older than every rating, so every
-  request folds the user in from their ratings first (the heavier path) and explains that.
+* trained users: the model's snapshot is the newest rating, so every user has trained factors; the
+  model has the item-item term the trainer publishes by default, whose split is the explanation;
+* fold-in users: the same factors (and item term) published with a snapshot older than every
+  rating, so every request folds the user in from their ratings first (the heavier path) and
+  explains that;
+* fold-in users, no item term: as above without the item-item term (a version trained with
+  ``--item-neighbours 0``); the explanation is then the fold-in's decomposition (app/explain.py).
 
 Besides requests/s (which swings with whatever else the machine runs), the server process's CPU
 time per request is read from ``/proc/<pid>/stat`` around each run: the steadier figure on a shared
@@ -37,7 +40,7 @@ if __package__ in (None, ""):
 import numpy as np
 
 from bench import common as C
-from bench.serving import MOVIEREC, Server, env_for, publish_synthetic, setup_100k, wrk
+from bench.serving import MOVIEREC, Server, _item_neighbours, env_for, publish_synthetic, setup_100k, wrk
 
 WORK = C.RAW / "explain"
 MAX_COST = 0.20
@@ -60,12 +63,18 @@ def run(duration: float, conns: int, rounds: int) -> dict:
     trained = WORK / "store-trained"
     print("setting up SQLite 100K ...", flush=True)
     info: dict = {"100k": setup_100k(db, trained, log)}
-    folded = WORK / "store-foldin"
     raw = np.loadtxt(Path(info["100k"]["source"]) / "u.data", dtype=np.int64, delimiter="\t")
-    publish_synthetic(folded, np.unique(raw[:, 0]), np.unique(raw[:, 1]), len(raw), max_rated_at=0)
+    users, movies = np.unique(raw[:, 0]), np.unique(raw[:, 1])
+    # Fold-in users of a version with the item term (what the trainer publishes by default: the
+    # explanation is that term's split) and of one without it (explained by the fold-in's algebra).
+    folded = WORK / "store-foldin"
+    publish_synthetic(folded, users, movies, len(raw), max_rated_at=0, item_neighbours=_item_neighbours())
+    folded_plain = WORK / "store-foldin-plain"
+    publish_synthetic(folded_plain, users, movies, len(raw), max_rated_at=0)
     serve = [*MOVIEREC, "serve", "--host", "127.0.0.1", "--workers", "1"]
     scenarios = []
-    for name, store in (("trained users", trained), ("fold-in users", folded)):
+    for name, store in (("trained users", trained), ("fold-in users", folded),
+                        ("fold-in users, no item term", folded_plain)):
         with Server(serve, env_for(db, store), log, "/ready") as srv:
             base_env = {"MAX_USER": str(info["100k"]["users"]), "SEED": "1"}
             wrk(srv.url, "recommend.lua", conns, 2.0, {**base_env, "EXPLAIN": "1"})  # warm-up, not recorded
