@@ -63,6 +63,10 @@ class FitParams:
     #: version directory), with ``freeze_embeddings`` keeping them fixed; None: random init.
     init_from: str | None = None
     freeze_embeddings: bool = False
+    #: ``dot`` only: members trained with seeds ``seed, seed + 1, ...`` and published as one model whose
+    #: factors are theirs side by side (``factors * ensemble``): its logits are the members' mean
+    #: (``trainer.fit.ensemble``). 1: one model.
+    ensemble: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -94,6 +98,8 @@ class History:
     engine: str = "numba/cpu"
     #: Processes of a distributed job (1: one process).
     world_size: int = 1
+    #: Members of an ensemble (``FitParams.ensemble``): the per-epoch figures are their means.
+    members: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
