@@ -58,8 +58,8 @@ def train(
         "Fraction of each batch in the ranking loss once an epoch has more than 1M ratings "
         "(default 0.25; 1: every rating, slower)."))] = None,
     ensemble: Annotated[Optional[int], typer.Option(min=1, help=(
-        "dot: members (seeds seed, seed+1, ...) published as one model of factors x ensemble factors whose "
-        "logits are their mean (default per model; 1: one model)."))] = None,
+        "dot: members (seeds seed, seed+1, ...) published as one model whose logits are their mean, cut back "
+        "to --factors factors (default per model; 1: one model)."))] = None,
     seed: Annotated[int, typer.Option(help="Training seed: same seed + same data -> identical model.")] = 42,
     force: Annotated[bool, typer.Option("--force", help="Publish even if the quality gate refuses.")] = False,
     tolerance: Annotated[Optional[float], typer.Option(min=0.0, help="Gate tolerance, relative (0.03 = 3 %).")] =

@@ -38,7 +38,7 @@ from trainer.data import Ratings
 from trainer.fit.dot import DotStep, warm_up
 from trainer.fit.init import Embeddings, copy_into
 from trainer.fit.engine import DeviceUnavailableError, Engine, resolve
-from trainer.fit.ensemble import combine, fit_ensemble
+from trainer.fit.ensemble import combine, fit_ensemble, truncate
 from trainer.fit.loop import Progress, Step, run_epochs
 from trainer.fit.nn import NNStep
 from trainer.fit.params import FitParams, History, defaults_for
@@ -52,7 +52,7 @@ __all__ = [
     "DeviceUnavailableError", "Embeddings", "Engine", "FitParams", "History", "NegativeSampler", "Progress", "Ranking", "Step",
     "ThreadGovernor", "TorchDotStep", "combine", "default_threads", "defaults_for", "fit", "make_model", "one_cycle",
     "positive_weights", "rank_fraction", "ranked_rows",
-    "resolve", "run_epochs", "set_threads",
+    "resolve", "run_epochs", "set_threads", "truncate",
 ]
 
 
@@ -74,7 +74,8 @@ def fit(train: Ratings, params: FitParams, valid: Ratings | None = None, progres
     ``dot``); return it and its per-epoch history.
 
     ``params.ensemble > 1`` (``dot``): that many fits with seeds ``seed, seed + 1, ...``, combined into one
-    model of ``factors * ensemble`` factors whose logits are their mean (:mod:`trainer.fit.ensemble`).
+    model of ``factors`` factors whose logits are (the best rank-``factors`` approximation of) their mean
+    (:mod:`trainer.fit.ensemble`).
     ``init`` (``nn`` only): start from these ``dot`` embeddings (their factor count wins), kept
     fixed when ``params.freeze_embeddings`` (see :mod:`trainer.fit.init`).
     Raises DivergedError when the loss becomes NaN or infinite (nothing should be published).

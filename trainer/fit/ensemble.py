@@ -5,13 +5,17 @@ parameters; only the random draws (initialisation, order, negatives) differ. Ave
 logits removes much of the noise a single stochastic fit carries, which on MovieLens 100K is
 worth more RMSE than any single-model setting found (docs/trainer.md).
 
-Why it is still one ``dot`` model: with every member's factors scaled by ``1/sqrt(K)`` and put
-side by side (``k * K`` factors), ``u·m`` of the combined vectors is the members' mean ``u_i·m_i``.
-The rating and rank biases are averaged (the rank bias after dividing out each member's rank
-scale, so the combined scale is 1). So the combined model's rating logit is exactly the
-members' mean logit and its ranking score ``u·m + rank_bias`` exactly their mean ranking score;
-``/predict``, ``/recommend`` and the fold-in of new users see an ordinary ``dot`` model with
-more factors.
+Why it is still one ``dot`` model of ``k`` factors: with every member's factors scaled by
+``1/sqrt(K)`` and put side by side (``k * K`` factors), ``u·m`` of the combined vectors is the
+members' mean ``u_i·m_i``; the rating and rank biases are averaged (the rank bias after dividing
+out each member's rank scale, so the combined scale is 1). So that model's rating logit is exactly
+the members' mean logit and its ranking score ``u·m + rank_bias`` exactly their mean ranking score.
+It is then cut back to ``k`` factors (:func:`truncate`): the best rank-``k`` approximation of the
+mean ``U M^T`` over every (user, movie) pair. The members' products share most of their
+structure, so the mean's spectrum falls fast (on an ML-100K tuning fold, K = 3, k = 64: singular
+values 580, 25, 11, 5, 2.7 ... at every 16th) and the cut costs nothing measurable (RMSE 0.8955
+with 192 factors, 0.8954 with 64, 0.8958 with 32; one model 0.8997). ``/predict``, ``/recommend``,
+the fold-in of new users and the ANN index see an ordinary ``dot`` model of the usual size.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def fit_ensemble(train: Ratings, params: FitParams, valid: Ratings | None, progr
         model, history = fit_one(train, member_params(params, i), valid, inner)
         members.append(model)
         histories.append(history)
-    return combine(members), merge_histories(histories)
+    return truncate(combine(members), params.factors), merge_histories(histories)
 
 
 @torch.no_grad()
@@ -70,6 +74,36 @@ def combine(members: list[DotProductBias]) -> DotProductBias:
     out.movie_bias.data = torch.stack([m.movie_bias.detach() for m in members]).mean(0)
     out.rank_bias.data = torch.stack([m.rank_bias.detach() / m.rank_scale for m in members]).mean(0)
     out.rank_scale = 1.0
+    return out
+
+
+@torch.no_grad()
+def truncate(model: DotProductBias, rank: int) -> DotProductBias:
+    """``model`` with ``rank`` factors: ``U M^T`` replaced by its best rank-``rank`` approximation (Eckart-Young).
+
+    Computed without the dense (users x movies) product: ``U = Qu Ru``, ``M = Qm Rm`` (thin QR), the
+    SVD ``Ru Rm^T = A S B^T`` of a small square matrix, then ``U' = Qu A_r S_r^(1/2)``,
+    ``M' = Qm B_r S_r^(1/2)`` (the singular values split evenly between the two sides). In float64,
+    cost O((users + movies) (k K)^2). Biases are kept. A model with at most ``rank`` factors is returned as is.
+    """
+    if model.factors <= rank:
+        return model
+    u, m = model.user_factors.detach().double(), model.movie_factors.detach().double()
+    qu, ru = torch.linalg.qr(u)
+    qm, rm = torch.linalg.qr(m)
+    a, s, bt = torch.linalg.svd(ru @ rm.T)
+    r = min(rank, s.shape[0])
+    root = s[:r].sqrt()
+    out = DotProductBias(u.shape[0], m.shape[0], rank, model.y_range, model.global_bias)
+    uf = torch.zeros((u.shape[0], rank), dtype=torch.float64)
+    mf = torch.zeros((m.shape[0], rank), dtype=torch.float64)
+    uf[:, :r] = qu @ (a[:, :r] * root)
+    mf[:, :r] = qm @ (bt[:r].T * root)
+    out.user_factors.data = uf.float().contiguous()
+    out.movie_factors.data = mf.float().contiguous()
+    for name in ("user_bias", "movie_bias", "rank_bias"):
+        getattr(out, name).data = getattr(model, name).detach().clone()
+    out.rank_scale = model.rank_scale
     return out
 
 

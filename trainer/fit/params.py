@@ -63,8 +63,8 @@ class FitParams:
     #: version directory), with ``freeze_embeddings`` keeping them fixed; None: random init.
     init_from: str | None = None
     freeze_embeddings: bool = False
-    #: ``dot`` only: members trained with seeds ``seed, seed + 1, ...`` and published as one model whose
-    #: factors are theirs side by side (``factors * ensemble``): its logits are the members' mean
+    #: ``dot`` only: members trained with seeds ``seed, seed + 1, ...`` and published as one model of
+    #: ``factors`` factors whose logits are the best rank-``factors`` approximation of the members' mean
     #: (``trainer.fit.ensemble``). 1: one model.
     ensemble: int = 1
 
