@@ -115,8 +115,9 @@ class History:
 def defaults_for(kind: str) -> FitParams:
     """The default parameters of each model kind (what ``movierec train`` uses without options)."""
     if kind == "dot":
-        # The item term's blend, lambda and neighbours: chosen on the tuning folds (docs/trainer.md).
-        return FitParams(model="dot", item_blend=0.5, item_lambda=200.0, item_neighbours=50)
+        # The item term's blend, lambda and neighbours, and the ensemble of 3: chosen on the tuning folds
+        # (docs/trainer.md).
+        return FitParams(model="dot", item_blend=0.5, item_lambda=200.0, item_neighbours=50, ensemble=3)
     if kind == "nn":
         # Every (rating, negative) pair runs the MLP, so the ranking term takes 64 negatives and a
         # quarter of each batch at any data size (docs/trainer.md).
