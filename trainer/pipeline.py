@@ -145,7 +145,7 @@ def train_and_publish(
         tensors.update(term.tensors())
     manifest: dict[str, Any] = {
         "kind": params.model,
-        "factors": params.factors,
+        "factors": model.factors,
         "y_range": list(params.y_range),
         "rating_scale": list(RATING_SCALE),
         "global_bias": model.global_bias,

@@ -63,6 +63,10 @@ class FitParams:
     #: version directory), with ``freeze_embeddings`` keeping them fixed; None: random init.
     init_from: str | None = None
     freeze_embeddings: bool = False
+    #: ``dot`` only: members trained with seeds ``seed, seed + 1, ...`` and published as one model of
+    #: ``factors`` factors whose logits are the best rank-``factors`` approximation of the members' mean
+    #: (``trainer.fit.ensemble``). 1: one model.
+    ensemble: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -94,6 +98,8 @@ class History:
     engine: str = "numba/cpu"
     #: Processes of a distributed job (1: one process).
     world_size: int = 1
+    #: Members of an ensemble (``FitParams.ensemble``): the per-epoch figures are their means.
+    members: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,8 +115,9 @@ class History:
 def defaults_for(kind: str) -> FitParams:
     """The default parameters of each model kind (what ``movierec train`` uses without options)."""
     if kind == "dot":
-        # The item term's blend, lambda and neighbours: chosen on the tuning folds (docs/trainer.md).
-        return FitParams(model="dot", item_blend=0.5, item_lambda=200.0, item_neighbours=50)
+        # The item term's blend, lambda and neighbours, and the ensemble of 3: chosen on the tuning folds
+        # (docs/trainer.md).
+        return FitParams(model="dot", item_blend=0.5, item_lambda=200.0, item_neighbours=50, ensemble=3)
     if kind == "nn":
         # Every (rating, negative) pair runs the MLP, so the ranking term takes 64 negatives and a
         # quarter of each batch at any data size (docs/trainer.md).
