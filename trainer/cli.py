@@ -205,6 +205,8 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
                         ("rank_sample", rank_sample), ("ensemble", ensemble)):
         if value is not None:
             setattr(params, name, value)
+    if ensemble is not None:  # asked for: whatever the data size
+        params.ensemble_max_ratings = None
     params.seed = seed
     params.init_from, params.freeze_embeddings = init_from, freeze_embeddings
     store = ModelStore(store_path or settings.model_store)

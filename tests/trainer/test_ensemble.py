@@ -66,3 +66,27 @@ def test_truncate_keeps_a_model_that_is_small_enough(synth, fast_params) -> None
 def test_ensemble_of_nn_is_refused(synth, fast_params) -> None:
     with pytest.raises(ValueError, match="dot"):
         fit(synth, dataclasses.replace(fast_params, model="nn", ensemble=2))
+
+
+def test_the_default_ensemble_is_one_fit_above_its_data_size() -> None:
+    from trainer.fit.params import ENSEMBLE_MAX_RATINGS, defaults_for, for_data
+
+    default = defaults_for("dot")
+    assert default.ensemble > 1 and default.ensemble_max_ratings == ENSEMBLE_MAX_RATINGS
+    assert for_data(default, ENSEMBLE_MAX_RATINGS).ensemble == default.ensemble
+    assert for_data(default, ENSEMBLE_MAX_RATINGS + 1).ensemble == 1
+    asked = dataclasses.replace(default, ensemble_max_ratings=None)  # --ensemble N given
+    assert for_data(asked, 10 * ENSEMBLE_MAX_RATINGS).ensemble == default.ensemble
+
+
+def test_pipeline_trains_one_fit_when_the_data_is_over_the_ensemble_limit(synth, fast_params, tmp_path) -> None:
+    from movierec.store import ModelStore
+    from trainer.pipeline import train_and_publish
+
+    params = dataclasses.replace(fast_params, ensemble=3, ensemble_max_ratings=len(synth) - 1)
+    lines: list[str] = []
+    train_and_publish(lambda: synth, ModelStore(tmp_path / "store"), params, force=True, log=lines.append)
+    store = ModelStore(tmp_path / "store")
+    manifest = store.read_manifest(store.current_version())
+    assert manifest["params"]["ensemble"] == 1
+    assert any("one fit, not an ensemble of 3" in line for line in lines)
