@@ -8,7 +8,7 @@ impressions wait, in one transaction per batch. The queue is bounded
 counted, so memory never grows without limit; when the database fails, the batch is dropped and
 counted (``movierec_impressions_dropped_total{reason="database"}``). Neither ever fails a request:
 recommendations matter more than their bookkeeping. The same thread deletes impressions older than
-``MOVIEREC_IMPRESSIONS_RETENTION_DAYS`` (with their items and events) once an hour.
+``MOVIEREC_IMPRESSIONS_RETENTION_DAYS`` (with their events) once an hour.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import MutableMapping
-from dataclasses import dataclass
+from collections.abc import MutableMapping, Sequence
+from typing import NamedTuple
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from movierec.db.schema import Event, Impression, ImpressionItem
+from movierec.db.schema import MAX_SHOWN, Event, Impression, pack_movies
 
 from .metrics import Metrics
 from .repository import write_transaction
@@ -37,33 +37,32 @@ PRUNE_INTERVAL_S = 3600.0
 PRUNE_CHUNK = 5000
 
 
-def new_request_id() -> str:
-    """A fresh request id: 32 hex digits, the time in milliseconds then 80 random bits.
+def new_request_id(now_ns: int | None = None) -> str:
+    """A fresh request id: 32 hex digits, the time in milliseconds (``now_ns``, default the clock) then 80 random bits.
 
     Time first, so the impressions' primary key grows at its end (a random uuid4 scattered each
     batch over the whole index: 4 x the writer's CPU per impression on SQLite); 80 random bits
     keep ids unguessable, so events cannot be forged for other people's answers.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return f"{(time.time_ns() if now_ns is None else now_ns) // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
-#: The recorder's inserts in each driver's placeholder style (sqlite3: ``?``; psycopg: ``%s``),
+#: The recorder's insert in each driver's placeholder style (sqlite3: ``?``; psycopg: ``%s``),
 #: written out in full so that no SQL is assembled at run time.
 _INSERT_IMPRESSIONS = {
-    "qmark": "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at) "
-             "VALUES (?, ?, ?, ?, ?, ?)",
-    "format": "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at) "
-              "VALUES (%s, %s, %s, %s, %s, %s)",
-}
-_INSERT_ITEMS = {
-    "qmark": "INSERT INTO impression_items (request_id, position, movie_id) VALUES (?, ?, ?)",
-    "format": "INSERT INTO impression_items (request_id, position, movie_id) VALUES (%s, %s, %s)",
+    "qmark": "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at, movies) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "format": "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at, movies) "
+              "VALUES (%s, %s, %s, %s, %s, %s, %s)",
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Shown:
-    """One answer as recorded: who asked, which version and source answered, the movies in order."""
+class Shown(NamedTuple):
+    """One answer as recorded: who asked, which version and source answered, the movies in order.
+
+    A named tuple rather than a dataclass: it is built on the request path of every answer, and a
+    tuple costs a third of a frozen dataclass there.
+    """
 
     request_id: str
     user_id: int | None
@@ -71,7 +70,7 @@ class Shown:
     source: str
     endpoint: str
     created_at: int
-    movie_ids: tuple[int, ...]
+    movie_ids: Sequence[int]
 
 
 class ImpressionRecorder:
@@ -111,7 +110,7 @@ class ImpressionRecorder:
         if full:
             self._metrics.impressions_dropped.labels("queue_full").inc()
             return
-        if size >= self._batch_rows:
+        if size == self._batch_rows:  # once per filling, not on every answer while the writer is busy
             self._wake.set()
 
     @property
@@ -151,17 +150,16 @@ class ImpressionRecorder:
         # Plain tuples through the driver's executemany: SQLAlchemy's per-row parameter processing
         # cost 2.5 x the CPU of the insert itself (97 against 38 us per impression of 10 movies on
         # SQLite, CPU time), and this runs beside the requests on the same cores.
-        impressions = [(s.request_id, s.user_id, s.model_version, s.source, s.endpoint, s.created_at) for s in batch]
-        items = [(s.request_id, position, movie) for s in batch for position, movie in enumerate(s.movie_ids)]
+        # One row per answer, its movies packed into one column: a row per movie shown cost three
+        # times the CPU (docs/online-metrics.md, "Cost").
+        rows = [(*s[:6], pack_movies(s.movie_ids[:MAX_SHOWN])) for s in batch]
         with self._sessions() as session, write_transaction(session):
             connection = session.connection()
             style = "qmark" if connection.dialect.paramstyle == "qmark" else "format"
-            connection.exec_driver_sql(_INSERT_IMPRESSIONS[style], impressions)
-            if items:
-                connection.exec_driver_sql(_INSERT_ITEMS[style], items)
+            connection.exec_driver_sql(_INSERT_IMPRESSIONS[style], rows)
 
     def prune(self, now: float | None = None) -> int:
-        """Delete impressions older than the retention period, with their items and events."""
+        """Delete impressions older than the retention period, with their events."""
         cutoff = int((time.time() if now is None else now) - self._retention_s)
         deleted = 0
         while True:
@@ -170,9 +168,8 @@ class ImpressionRecorder:
                     select(Impression.request_id).where(Impression.created_at < cutoff).limit(PRUNE_CHUNK)).scalars())
                 if not ids:
                     break
-                # Children first: SQLite enforces ON DELETE CASCADE only with foreign keys on.
+                # Events first: SQLite enforces ON DELETE CASCADE only with foreign keys on.
                 session.execute(delete(Event).where(Event.request_id.in_(ids)))
-                session.execute(delete(ImpressionItem).where(ImpressionItem.request_id.in_(ids)))
                 session.execute(delete(Impression).where(Impression.request_id.in_(ids)))
             deleted += len(ids)
         if deleted:
@@ -216,8 +213,10 @@ def record_answer(recorder: ImpressionRecorder, headers: MutableMapping[str, str
     Sets ``X-Request-ID``, ``X-Model-Version`` and ``X-Model-Role`` in ``headers`` and returns the
     body fields ``request_id`` and ``served_by`` (``current`` or ``candidate``).
     """
-    request_id = new_request_id()
-    recorder.record(Shown(request_id, user_id, model_version, source, endpoint, int(time.time()), tuple(movie_ids)))
+    now_ns = time.time_ns()
+    request_id = new_request_id(now_ns)
+    if recorder.enabled:  # the list is handed over, not copied: the caller built it for this
+        recorder.record(Shown(request_id, user_id, model_version, source, endpoint, now_ns // 1_000_000_000, movie_ids))
     headers["X-Request-ID"] = request_id
     if model_version is not None:
         headers["X-Model-Version"] = str(model_version)
