@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requirements  # scripts/docker/requirements.py: what the images install
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 BASE_IMAGES_SCRIPT = REPO / "scripts" / "docker" / "build-base-images.sh"
@@ -61,16 +63,6 @@ BUILT_SERVICES = ("trainer", "api", "proxy")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-
-def requirements_digest() -> str:
-    """A short digest of what the images install: pyproject.toml's dependencies, the train extra and
-    the build backend (what scripts/docker/wheelhouse.sh downloads)."""
-    import tomllib
-
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    wanted = [*project["project"]["dependencies"], *project["project"]["optional-dependencies"]["train"],
-              *project["build-system"]["requires"]]
-    return hashlib.sha256("\n".join(sorted(wanted)).encode()).hexdigest()[:16]
 
 class StackError(RuntimeError):
     """What went wrong, in one line."""
@@ -306,7 +298,7 @@ class Stack:
     def fill_wheelhouse(self) -> None:
         # Filled once per set of requirements: a stamp named after pyproject.toml's dependencies, so a
         # new dependency (say faiss-cpu) fills the wheelhouse again instead of failing the build offline.
-        stamp = WHEELHOUSE / f".filled-{requirements_digest()}"
+        stamp = WHEELHOUSE / f".filled-{requirements.digest()}"
         if stamp.exists():
             return
         self.log("filling docker/wheelhouse/ from this host's package index (scripts/docker/wheelhouse.sh)")

@@ -39,21 +39,7 @@ target+=(--platform "manylinux2014_${arch}" --platform "manylinux2010_${arch}" -
 reqs="$(mktemp -d)"
 trap 'rm -rf "$reqs"' EXIT
 # pyproject.toml -> torch's pin, and the other requirements of the images (build backend included).
-"$PY" - "$reqs" <<'EOF'
-import re, sys, tomllib
-from pathlib import Path
-
-out = Path(sys.argv[1])
-project = tomllib.loads(Path("pyproject.toml").read_text())
-wanted = [*project["project"]["dependencies"], *project["project"]["optional-dependencies"]["train"],
-          *project["build-system"]["requires"]]
-torch = [r for r in wanted if re.match(r"torch\s*==", r)]
-if len(torch) != 1:
-    sys.exit(f"pyproject.toml must pin torch with == exactly once, found {torch}")
-(out / "torch.txt").write_text(torch[0] + "\n")
-(out / "torch-version").write_text(torch[0].split("==")[1].strip())
-(out / "requirements.txt").write_text("\n".join(r for r in wanted if r not in torch) + "\n")
-EOF
+"$PY" "$(dirname "$0")/requirements.py" "$reqs" || die "could not read the requirements from pyproject.toml"
 
 pip=("$PY" -m pip download --disable-pip-version-check --progress-bar off --dest "$OUT" "${target[@]}")
 echo "wheelhouse: downloading $(cat "$reqs/torch.txt") (CPU build) into $OUT"
