@@ -48,25 +48,28 @@ def new_request_id(now_ns: int | None = None) -> str:
     return f"{(time.time_ns() if now_ns is None else now_ns) // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
-#: The recorder's insert, per driver, written out in full so that no SQL is assembled at run time.
-#: sqlite3 (``?``) takes the rows through executemany: in-process, a row costs a few microseconds.
+_INSERT_INTO = "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at, movies) "
 #: psycopg (``%s``) takes the whole batch as one JSON array that PostgreSQL takes apart: through
 #: executemany (a statement per row) or as arrays (psycopg quotes each element) the client side
 #: cost 35 to 40 us of the writer's CPU per answer, as JSON 12 (json.dumps is C).
-_INSERT_IMPRESSIONS = {
-    "qmark": "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at, movies) "
-             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-    "format": "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at, movies) "
-              "SELECT r->>0, (r->>1)::integer, (r->>2)::integer, r->>3, r->>4, (r->>5)::bigint, r->>6 "
-              "FROM json_array_elements(%s::json) AS r",
-}
+_INSERT_POSTGRES = (_INSERT_INTO + "SELECT r->>0, (r->>1)::integer, (r->>2)::integer, r->>3, r->>4, (r->>5)::bigint, "
+                    "r->>6 FROM json_array_elements(%s::json) AS r")
+#: Most rows in one INSERT on SQLite: 7 x 128 parameters stay under SQLite's oldest limit (999).
+SQLITE_ROWS_PER_INSERT = 128
+#: sqlite3 (``?``) takes a batch as a few multi-row INSERTs of 1, 2, 4, ... 128 rows (each text
+#: prepared once and cached): executemany ran one step per row, and sqlite3 lets go of the GIL for
+#: every step, so while a batch was written the event loop and the writer handed the GIL back and
+#: forth once per answer; on a busy machine each handover can wait for a time slice, and requests
+#: that met a flush waited for all of them (p99 at 1 connection 3 x that of recording off).
+_INSERT_SQLITE = {rows: _INSERT_INTO + "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
+                  for rows in (1 << k for k in range(SQLITE_ROWS_PER_INSERT.bit_length()))}
 
 
 class Shown(NamedTuple):
     """One answer as recorded: who asked, which version and source answered, the movies in order.
 
-    A named tuple rather than a dataclass: it is built on the request path of every answer, and a
-    tuple costs a third of a frozen dataclass there.
+    A named tuple rather than a dataclass: it is built on the request path of every answer, and
+    building one costs about a fifth of a frozen dataclass (1 against 5 us on a loaded machine).
     """
 
     request_id: str
@@ -159,10 +162,15 @@ class ImpressionRecorder:
         rows = [(*s[:6], pack_movies(s.movie_ids[:MAX_SHOWN])) for s in batch]
         with self._sessions() as session, write_transaction(session):
             connection = session.connection()
-            if connection.dialect.paramstyle == "qmark":
-                connection.exec_driver_sql(_INSERT_IMPRESSIONS["qmark"], rows)
-            else:  # one statement: the batch as one JSON array of rows
-                connection.exec_driver_sql(_INSERT_IMPRESSIONS["format"], (json.dumps(rows),))
+            if connection.dialect.paramstyle != "qmark":  # one statement: the batch as one JSON array of rows
+                connection.exec_driver_sql(_INSERT_POSTGRES, (json.dumps(rows),))
+                return
+            done = 0
+            while done < len(rows):  # the largest power of two that fits, then the rest
+                count = min(SQLITE_ROWS_PER_INSERT, 1 << ((len(rows) - done).bit_length() - 1))
+                connection.exec_driver_sql(_INSERT_SQLITE[count],
+                                           tuple(value for row in rows[done:done + count] for value in row))
+                done += count
 
     def prune(self, now: float | None = None) -> int:
         """Delete impressions older than the retention period, with their events."""

@@ -134,3 +134,22 @@ def test_retention_prunes_old_impressions_with_their_events(
     with seeded.connect() as conn:
         assert conn.execute(text("SELECT request_id FROM impressions")).scalars().all() == [new["request_id"]]
         assert conn.execute(text("SELECT COUNT(*) FROM events")).scalar_one() == 0
+
+
+def test_a_batch_of_any_size_is_written_whole_and_in_order(
+        seeded: Engine, store, make_client: Callable[..., TestClient]) -> None:
+    """SQLite writes a batch as multi-row INSERTs of 128, 64, ... 1 rows: 301 = 128 + 128 + 32 + 8 + 4 + 1."""
+    from app.impressions import Shown
+
+    publish_dot(store, range(1, 21), range(1, 26))
+    client = make_client(**MANUAL)
+    recorder = client.app.state.recorder  # type: ignore[attr-defined]
+    shown = [Shown(f"batch{i:04d}", i, 1, "model", "recommend", 1000 + i, [i + 1, i + 2]) for i in range(301)]
+    for s in shown:
+        recorder.record(s)
+    assert _flush(client) == 301
+    with seeded.connect() as conn:
+        rows = conn.execute(text("SELECT request_id, user_id, created_at, movies FROM impressions "
+                                 "WHERE request_id LIKE 'batch%' ORDER BY request_id")).all()
+    assert [(r, u, t, unpack_movies(m)) for r, u, t, m in rows] == \
+        [(s.request_id, s.user_id, s.created_at, list(s.movie_ids)) for s in shown]
