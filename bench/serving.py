@@ -40,7 +40,6 @@ import sys
 import time
 import urllib.request
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -291,43 +290,13 @@ def measure(name: str, server: Server, script: str, env: dict[str, str], conns: 
             time.sleep(0.5)  # background work the requests caused (the impression writer) lands too
             r["cpu_ms_per_request"] = 1000 * (cpu_seconds(server.proc.pid) - before) / r["requests"]
             r["writer_cpu_ms_per_request"] = 1000 * (writer_cpu_seconds(server.url) - writer_before) / r["requests"]
-        _record(name, c, r, results)
-
-
-def _record(name: str, c: int, r: dict, results: list[dict]) -> None:
-    r["scenario"] = name
-    r["load_avg_1m"] = os.getloadavg()[0]
-    results.append(r)
-    print(f"  {name:28s} c={c:<3d} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
-          f"  non-2xx {r['non2xx']}  socket errors {r['socket_errors']}"
-          + (f"  CPU {r['cpu_ms_per_request']:.3f} ms/request (writer {r['writer_cpu_ms_per_request']:.3f})"
-             if "cpu_ms_per_request" in r else ""), flush=True)
-
-
-def measure_together(names: dict[str, str], servers: dict[str, Server], script: str, env: dict[str, str],
-                     conns: list[int], duration: float, results: list[dict], warmup: float = 2.0) -> None:
-    """wrk against every server at the same time (one wrk each), with each server's CPU time per request.
-
-    On a machine shared with other work, the load changes from one run to the next by more than the
-    differences measured here; servers measured at the same time share whatever the load is, so
-    their ratio keeps what taking turns loses. ``names`` gives each server's scenario name.
-    """
-    with ThreadPoolExecutor(len(servers)) as pool:
-        list(pool.map(lambda srv: wrk(srv.url, script, conns[-1], warmup, env), servers.values()))
-        for c in conns:
-            time.sleep(0.5)  # the warm-up's (or the last run's) impressions are written before we start
-            writer_before = {label: writer_cpu_seconds(srv.url) for label, srv in servers.items()}
-            before = {label: cpu_seconds(srv.proc.pid) for label, srv in servers.items()}
-            runs = dict(zip(servers, pool.map(lambda srv: wrk(srv.url, script, c, duration, env), servers.values())))
-            time.sleep(0.5)  # background work the requests caused (the impression writer) lands too
-            for label, r in runs.items():
-                srv = servers[label]
-                if r["requests"]:
-                    r["cpu_ms_per_request"] = 1000 * (cpu_seconds(srv.proc.pid) - before[label]) / r["requests"]
-                    r["writer_cpu_ms_per_request"] = \
-                        1000 * (writer_cpu_seconds(srv.url) - writer_before[label]) / r["requests"]
-                r["together"] = True
-                _record(names[label], c, r, results)
+        r["scenario"] = name
+        r["load_avg_1m"] = os.getloadavg()[0]
+        results.append(r)
+        print(f"  {name:28s} c={c:<3d} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
+              f"  non-2xx {r['non2xx']}  socket errors {r['socket_errors']}"
+              + (f"  CPU {r['cpu_ms_per_request']:.3f} ms/request (writer {r['writer_cpu_ms_per_request']:.3f})"
+                 if "cpu_ms_per_request" in r else ""), flush=True)
 
 
 # ------------------------------------------------------------------------------------- driver
@@ -365,13 +334,11 @@ def _item_neighbours() -> int:
 
 
 def measure_recording(serve: list[str], db_url: str, store: Path, log: Path, env: dict[str, str], conns: list[int],
-                      duration: float, results: list[dict], rounds: int = RECORDING_ROUNDS,
-                      together: bool = False) -> None:
-    """GET /recommend with impression recording off and on (MOVIEREC_RECORD_IMPRESSIONS), alternated
-    (or, with ``together``, both at the same time)."""
+                      duration: float, results: list[dict], rounds: int = RECORDING_ROUNDS) -> None:
+    """GET /recommend with impression recording off and on (MOVIEREC_RECORD_IMPRESSIONS), alternated."""
     variants = {state: ({"MOVIEREC_RECORD_IMPRESSIONS": "true" if state == "on" else "false"}, store)
                 for state in ("off", "on")}
-    measure_alternated("recording", variants, serve, db_url, log, env, conns, duration, results, rounds, together)
+    measure_alternated("recording", variants, serve, db_url, log, env, conns, duration, results, rounds)
 
 
 def measure_item_term(serve: list[str], db_url: str, store: Path, plain_store: Path, log: Path, env: dict[str, str],
@@ -383,20 +350,16 @@ def measure_item_term(serve: list[str], db_url: str, store: Path, plain_store: P
 
 def measure_alternated(what: str, variants: dict[str, tuple[dict[str, str], Path]], serve: list[str], db_url: str,
                        log: Path, env: dict[str, str], conns: list[int], duration: float, results: list[dict],
-                       rounds: int, together: bool = False) -> None:
+                       rounds: int) -> None:
     """GET /recommend under each variant (label -> extra server environment, model store), the servers
-    started once and measured in turn over ``rounds``, so that the machine's drift hits every variant alike;
-    with ``together``, all variants at the same time in each round (:func:`measure_together`)."""
+    started once and measured in turn over ``rounds``, so that the machine's drift hits every variant alike."""
     with contextlib.ExitStack() as stack:
         servers = {label: stack.enter_context(Server(serve, {**env_for(db_url, store), **extra}, log, "/ready"))
                    for label, (extra, store) in variants.items()}
-        names = {label: f"GET /recommend (100K, {what} {label})" for label in servers}
         for _ in range(rounds):
-            if together:
-                measure_together(names, servers, "recommend.lua", env, conns, duration, results)
-                continue
             for label, srv in servers.items():
-                measure(names[label], srv, "recommend.lua", env, conns, duration, results, cpu=True)
+                measure(f"GET /recommend (100K, {what} {label})", srv, "recommend.lua", env, conns, duration,
+                        results, cpu=True)
 
 
 def rows_of(results: list[dict], connections: int, state: str, what: str = "recording") -> list[dict]:
@@ -424,16 +387,13 @@ def recording_summary(results: list[dict], what: str = "recording") -> list[str]
                          f"({on_rps:.0f} / {off_rps:.0f}), {on_p99 / off_p99:.3f} × p99 ({on_p99:.2f} / {off_p99:.2f} ms), "
                          f"{on_cpu / off_cpu:.3f} × server CPU per request ({on_cpu:.3f} / {off_cpu:.3f} ms){spread}, "
                          + (f"of which the impression writer {1000 * writer:.0f} us, " if writer > 0 else "")
-                         + f"mean of {len(rows_of(results, c, 'on', what))} "
-                         + ("rounds, both loaded at the same time" if rows_of(results, c, "on", what)[0].get("together")
-                            else "alternated rounds"))
+                         + f"mean of {len(rows_of(results, c, 'on', what))} alternated rounds")
     return lines
 
 
 def run(duration: float, conns: list[int], postgres: bool, only_recording: bool = False,
         rounds: int = RECORDING_ROUNDS, million: bool = True, only_million: bool = False,
-        million_movies: int = 1_000_000, memory: bool = True, only_item_term: bool = False,
-        together: bool = False) -> dict:
+        million_movies: int = 1_000_000, memory: bool = True, only_item_term: bool = False) -> dict:
     t_start = time.perf_counter()
     if WORK.exists():
         shutil.rmtree(WORK)
@@ -460,7 +420,7 @@ def run(duration: float, conns: list[int], postgres: bool, only_recording: bool 
     read_env = {"MAX_USER": str(s100["users"]), "MAX_MOVIE": str(s100["movies"]), "SEED": "1"}
     if only_recording or only_item_term:
         if only_recording:
-            measure_recording(serve, db100, store100, log, read_env, conns, duration, results, rounds, together)
+            measure_recording(serve, db100, store100, log, read_env, conns, duration, results, rounds)
         if only_item_term:
             measure_item_term(serve, db100, store100, store100_plain, log, read_env, conns, duration, results, rounds)
         return _finish(info, results, t_start)
@@ -606,9 +566,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only-recording", action="store_true",
                     help="only GET /recommend with impression recording off and on (and no saved results)")
     ap.add_argument("--rounds", type=int, default=RECORDING_ROUNDS, help="alternated off/on rounds of recording")
-    ap.add_argument("--together", action="store_true",
-                    help="with --only-recording: load the off and on servers at the same time in each round "
-                         "instead of in turn (steadier ratios on a shared machine)")
     ap.add_argument("--only-item-term", action="store_true",
                     help="only GET /recommend without and with the item-item term (and no saved results)")
     ap.add_argument("--skip-memory", action="store_true", help="leave out the worker-memory comparison")
@@ -622,7 +579,7 @@ def main(argv: list[str] | None = None) -> None:
     info = run(duration, conns, not args.skip_postgres, args.only_recording, args.rounds,
                million=not args.skip_million, only_million=args.only_million, million_movies=args.million_movies,
                memory=not (args.skip_memory or args.quick or args.only_recording or args.only_item_term),
-               only_item_term=args.only_item_term, together=args.together)
+               only_item_term=args.only_item_term)
     text = render(info)
     if args.only_recording or args.only_item_term:
         print(text)
