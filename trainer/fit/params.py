@@ -119,8 +119,8 @@ class History:
 
 
 #: Largest data (ratings) the default ensemble trains on. Its gain was measured on MovieLens 100K only
-#: (docs/trainer.md); at 2M ratings three fits of the default 20 epochs take about a minute on 2
-#: cores, beyond that the default is one fit and ``--ensemble N`` asks for more.
+#: (docs/trainer.md), and it triples a run's training time (at 2M ratings on 2 cores about one minute
+#: becomes three); beyond that the default is one fit and ``--ensemble N`` asks for more.
 ENSEMBLE_MAX_RATINGS = 2_000_000
 
 
