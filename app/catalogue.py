@@ -85,6 +85,13 @@ class Titles:
             return None
         return self._blob[int(self._offsets[row]):int(self._offsets[row + 1])].tobytes().decode()
 
+    def many(self, rows: np.ndarray) -> list[str | None]:
+        """The titles of ``rows`` (an integer array): one gather of the offsets instead of one per title."""
+        blob = self._blob
+        return [blob[start:end].decode() if present else None
+                for start, end, present in zip(self._offsets[rows].tolist(), self._offsets[rows + 1].tolist(),
+                                               self._present[rows].tolist(), strict=True)]
+
 
 class Genres:
     """The genre names of each model row, as stored (``[]`` for rows the database lacks)."""

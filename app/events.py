@@ -16,7 +16,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from movierec.db.schema import Event, Impression, ImpressionItem
+from movierec.db.schema import Event, Impression, unpack_movies
 
 from .repository import write_transaction
 
@@ -48,18 +48,15 @@ def store_events(session: Session, events: Sequence[EventRow]) -> list[bool]:
     """Check and store ``events`` in one transaction; per event, True if it was a duplicate."""
     request_ids = sorted({e.request_id for e in events})
     with write_transaction(session):
-        answers = {r: (u, t) for r, u, t in session.execute(
-            select(Impression.request_id, Impression.user_id, Impression.created_at)
+        answers = {r: (u, t, set(unpack_movies(m))) for r, u, t, m in session.execute(
+            select(Impression.request_id, Impression.user_id, Impression.created_at, Impression.movies)
             .where(Impression.request_id.in_(request_ids)))}
         missing = [r for r in request_ids if r not in answers]
         if missing:
             raise UnknownRequestError(f"unknown request id(s): {', '.join(missing[:5])}")
-        shown = set(tuple(row) for row in session.execute(
-            select(ImpressionItem.request_id, ImpressionItem.movie_id)
-            .where(ImpressionItem.request_id.in_(request_ids))))
         for e in events:
-            user, created = answers[e.request_id]
-            if (e.request_id, e.movie_id) not in shown:
+            user, created, shown = answers[e.request_id]
+            if e.movie_id not in shown:
                 raise InvalidEventError(f"movie {e.movie_id} was not shown in request {e.request_id}")
             if e.user_id is not None and e.user_id != user:
                 raise InvalidEventError(f"request {e.request_id} was not for user {e.user_id}")

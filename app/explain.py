@@ -35,16 +35,30 @@ Models with an item-item term in the ranking score (``score_i += sum_j W[j, i]``
 movies ``j``, see ``movierec/item_term.py`` where a version has one): :func:`decompose` adds
 ``W[j, i]`` to ``c_ij`` (that term is a sum over the rated movies by construction, so the full
 decomposition stays exact), and :func:`explain_rows`, what the API calls, explains such a version by
-the item-item term alone -- its own exact split, a sparse gather instead of a per-user solve.
+the item-item term alone -- its own exact split: the term's stored entries among the rated rows and
+the recommended ones (:meth:`movierec.item_term.ItemTerm.hits`), no per-user solve and no
+``(n, |R|)`` matrix.
 
-Cost: one solve of size ``min(|R|, k+1)`` (:func:`decompose` takes the dual form when a user has
-fewer ratings than the model has factors) with ``n + 1`` right-hand sides, and an ``(n, d) x (d, |R|)``
-product, per request: about a tenth of a recommendation's CPU (bench/explain.py). Nothing here runs
-unless ``explain=true`` was asked for.
+Cost, per request and only when ``explain=true`` was asked for:
+
+* item-term versions: one gather of the rated rows' neighbour lists (``|R| x`` neighbours), a mask
+  lookup, and a sort of the few dozen hits;
+* ``dot`` users folded in by this request: the fold-in's own design rows and normal matrix
+  (:class:`app.scoring.FoldInSystem`) with ``n + 1`` more right-hand sides, one ``(k+1)^2`` solve,
+  and an ``(n, d) x (d, |R|)`` product;
+* trained ``dot`` users of a version without an item term, and ``nn``: the same built from scratch,
+  one solve of size ``min(|R|, k+1)`` (:func:`decompose` takes the dual form when a user has fewer
+  ratings than the model has factors);
+* then ``limit`` rounds of ``argmax`` (dense) or a ``lexsort`` (sparse) pick the candidates, and
+  at most ``n x limit`` of them are rounded and encoded in Python.
+
+``python -m bench.explain`` measures it through HTTP (docs/api.md#because-you-rated has the figures);
+``tests/api/test_explain_fast.py`` pins these paths to the straightforward dense computation.
 """
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass
 from typing import TypedDict
@@ -52,7 +66,7 @@ from typing import TypedDict
 import numpy as np
 
 from .catalogue import ModelCatalogue
-from .scoring import LoadedModel
+from .scoring import FoldInSystem, LoadedModel, UserVector
 
 #: How many rated movies an explanation names at most.
 MAX_REASONS = 3
@@ -142,93 +156,179 @@ def nn_at_typical_user(model: LoadedModel, rows: np.ndarray) -> tuple[np.ndarray
 
 
 def decompose(model: LoadedModel, movie_rows: np.ndarray, ratings: np.ndarray,
-              target_rows: np.ndarray) -> Decomposition:
+              target_rows: np.ndarray, system: FoldInSystem | None = None) -> Decomposition:
     """Contribution of each rated movie (``movie_rows``, ``ratings``) to each target row's score.
 
     ``movie_rows`` must be model rows (the caller drops ratings of movies the model does not know).
+    ``system``: the normal equations a ``dot`` fold-in of exactly these ratings solved in this request
+    (:attr:`app.scoring.UserVector.system`); its design rows and matrix are reused instead of
+    built again (the primal form, whatever ``|R|``). Ignored when it is of other ratings.
     """
     movie_rows = np.asarray(movie_rows, dtype=np.intp)
     target_rows = np.asarray(target_rows, dtype=np.intp)
     ratings = np.asarray(ratings, dtype=np.float64)
     prior = _prior(model)
-    y = model.rating_logit_targets(ratings)
-    if prior.mean is not None:  # dot
-        a = _features(model, movie_rows, 1.0)
-        residual = y - model.movie_bias[movie_rows] - a @ prior.mean
-    else:
-        logits, a = nn_at_typical_user(model, movie_rows)
-        residual = y - logits
-    t = _features(model, target_rows, 0.0)
     s2 = prior.noise_var
-    if movie_rows.size < a.shape[1]:
-        # Dual (Woodbury) form, a |R| x |R| solve instead of (k+1) x (k+1) when fewer ratings than
-        # factors: t^T M^-1 A^T / s2 = t^T C A^T (s2 I + A C A^T)^-1 with C = P^-1, and
-        # M^-1 A^T r~ / s2 = C A^T (s2 I + A C A^T)^-1 r~.
-        ac = a @ prior.covariance  # (r, d)
-        gram = ac @ a.T
-        gram[np.diag_indices_from(gram)] += s2
-        solved = np.linalg.solve(gram, np.column_stack([ac @ t.T, residual]))  # (r, t + 1)
-        contributions = solved[:, :-1].T * residual
-        offset = ac.T @ solved[:, -1]
-    else:
-        # Primal form. M is symmetric, so t_i^T M^-1 a_j = (M^-1 t_i)^T a_j: solve for the few
-        # targets (and the user's offset), not for every rated movie.
-        weight = residual / s2
-        solved = np.linalg.solve(a.T @ a / s2 + prior.precision, np.column_stack([t.T, a.T @ weight]))
+    t = _features(model, target_rows, 0.0)
+    if system is not None and prior.mean is not None and _same_ratings(system, movie_rows, ratings):
+        a = system.design
+        weight = (system.targets - a @ prior.mean) / s2
+        rhs = np.empty((a.shape[1], t.shape[0] + 1))
+        rhs[:, :-1] = t.T
+        rhs[:, -1] = a.T @ weight
+        solved = np.linalg.solve(system.gram, rhs)
         contributions = (solved[:, :-1].T @ a.T) * weight  # (t, r)
         offset = solved[:, -1]
+    else:
+        y = model.rating_logit_targets(ratings)
+        if prior.mean is not None:  # dot
+            a = _features(model, movie_rows, 1.0)
+            residual = y - model.movie_bias[movie_rows] - a @ prior.mean
+        else:
+            logits, a = nn_at_typical_user(model, movie_rows)
+            residual = y - logits
+        if movie_rows.size < a.shape[1]:
+            # Dual (Woodbury) form, a |R| x |R| solve instead of (k+1) x (k+1) when fewer ratings than
+            # factors: t^T M^-1 A^T / s2 = t^T C A^T (s2 I + A C A^T)^-1 with C = P^-1, and
+            # M^-1 A^T r~ / s2 = C A^T (s2 I + A C A^T)^-1 r~.
+            ac = a @ prior.covariance  # (r, d)
+            gram = ac @ a.T
+            gram[np.diag_indices_from(gram)] += s2
+            solved = np.linalg.solve(gram, np.column_stack([ac @ t.T, residual]))  # (r, t + 1)
+            contributions = solved[:, :-1].T * residual
+            offset = ac.T @ solved[:, -1]
+        else:
+            # Primal form. M is symmetric, so t_i^T M^-1 a_j = (M^-1 t_i)^T a_j: solve for the few
+            # targets (and the user's offset), not for every rated movie.
+            weight = residual / s2
+            solved = np.linalg.solve(a.T @ a / s2 + prior.precision, np.column_stack([t.T, a.T @ weight]))
+            contributions = (solved[:, :-1].T @ a.T) * weight  # (t, r)
+            offset = solved[:, -1]
     item_term = getattr(model, "item_term", None)
     if item_term is not None:  # the item-item part of the ranking score is a sum over rated movies already
         contributions += item_term.contributions(movie_rows, target_rows)
     return Decomposition(movie_rows, ratings, contributions, offset[: model.k], exact=model.kind == "dot")
 
 
+def _same_ratings(system: FoldInSystem, movie_rows: np.ndarray, ratings: np.ndarray) -> bool:
+    """Whether ``system`` was built from exactly these ratings, in this order."""
+    return system.movie_rows.shape == movie_rows.shape and system.ratings.shape == ratings.shape \
+        and bool((system.movie_rows == movie_rows).all()) and bool((system.ratings == ratings).all())
+
+
 def top_reasons(decomposition: Decomposition, catalogue: ModelCatalogue,
                 limit: int = MAX_REASONS) -> list[list[Reason]]:
     """Per target: up to ``limit`` rated movies with the largest positive contributions, largest first.
 
-    A partial sort (``argpartition``, O(|R|) per target) and then only the ``limit`` picks are ordered.
-    The weights are rounded to 4 significant digits (of the largest): the JSON encoder's float
-    formatting was a third of an explanation's cost with all 17.
+    ``limit`` rounds of ``argmax`` along the rated axis pick each target's candidates already in
+    order (a fifth of the CPU of ``argpartition`` and a sort on 10 x 200), and :func:`_finish`
+    rounds and encodes only those.
     """
     c = decomposition.contributions
     if c.size == 0:  # no rated movie the model knows, or nothing to explain (a filter left no items)
         return [[] for _ in range(c.shape[0])]
-    rows = decomposition.rated_rows
-    best = np.argpartition(-c, limit - 1, axis=1)[:, :limit] if c.shape[1] > limit else \
-        np.broadcast_to(np.arange(c.shape[1]), (c.shape[0], c.shape[1]))
-    targets = np.arange(c.shape[0])[:, None]
-    weights = c[targets, best]
-    order = np.argsort(-weights, axis=1, kind="stable")
-    best, weights = best[targets, order], weights[targets, order]
-    top = float(weights.max())
-    if top > 0:
-        weights = np.round(weights, 3 - int(np.floor(np.log10(top))))
-    # Gather once in numpy, then build the few reasons from plain Python values.
-    picked_rows = rows[best]
-    ids = catalogue.movie_ids[picked_rows].tolist()
-    titles = {row: catalogue.titles[row] for row in set(picked_rows.ravel().tolist())}  # the same few, decoded once
-    return [[{"movie_id": movie_id, "title": titles[row], "weight": w}
-             for movie_id, row, w in zip(ids_i, rows_i, weights_i, strict=True) if w > 0]
-            for ids_i, rows_i, weights_i in zip(ids, picked_rows.tolist(), weights.tolist(), strict=True)]
+    n_targets, n_rated = c.shape
+    rounds = min(limit, n_rated)
+    left = c.copy() if rounds > 1 else c
+    every = np.arange(n_targets)
+    best = np.empty((n_targets, rounds), dtype=np.intp)
+    weights = np.empty((n_targets, rounds), dtype=np.float64)
+    for k in range(rounds):
+        pick = left.argmax(axis=1)
+        best[:, k], weights[:, k] = pick, left[every, pick]
+        if k + 1 < rounds:
+            left[every, pick] = -np.inf
+    positions = [i for i in range(n_targets) for _ in range(rounds)]
+    return _finish(n_targets, positions, decomposition.rated_rows[best.ravel()], weights.ravel().tolist(), catalogue)
+
+
+def _sparse_reasons(n_targets: int, target_pos: np.ndarray, rated_rows: np.ndarray, weights: np.ndarray,
+                    catalogue: ModelCatalogue, limit: int) -> list[list[Reason]]:
+    """The reasons of each of ``n_targets`` targets from all their nonzero contributions, as coordinates.
+
+    Contribution ``k``: rated movie ``rated_rows[k]`` adds ``weights[k]`` to target ``target_pos[k]``
+    (every contribution not listed is 0). The positive ones are sorted by target, largest first
+    (equal weights: the lower model row first) and cut to ``limit`` per target in numpy (a heavy
+    rater's few hundred hits never reach the Python loop), then :func:`_finish` rounds and encodes.
+    """
+    positive = (weights > 0).nonzero()[0]
+    if positive.size == 0:
+        return [[] for _ in range(n_targets)]
+    target_pos, rated_rows, weights = target_pos[positive], rated_rows[positive], weights[positive]
+    order = np.lexsort((rated_rows, -weights, target_pos))
+    ordered = target_pos[order]
+    # Rank within its target: position minus where the target's run starts (``ordered`` is sorted).
+    keep = order[np.arange(order.size) - ordered.searchsorted(ordered) < limit]
+    return _finish(n_targets, target_pos[keep].tolist(), rated_rows[keep], weights[keep].tolist(), catalogue)
+
+
+def _finish(n_targets: int, positions: list[int], rated_rows: np.ndarray, weights: list[float],
+            catalogue: ModelCatalogue) -> list[list[Reason]]:
+    """Reasons from candidates ordered by target and, within one, by weight, largest first.
+
+    Candidate ``k``: rated movie ``rated_rows[k]`` contributes ``weights[k]`` to target
+    ``positions[k]``; at most ``limit`` per target, and a target's contributions that are not
+    candidates are below them or not positive. Kept: the candidates that stay positive after
+    rounding to 4 significant digits of the largest weight (the JSON encoder's float formatting was
+    a third of an explanation's cost with all 17). A few dozen candidates: the rounding is cheaper
+    in Python than as array operations, and it is numpy's own (``np.round``: scale by an exact power
+    of ten, round half to even, scale back), so the weights are the same floats as ``np.round``'s.
+    """
+    out: list[list[Reason]] = [[] for _ in range(n_targets)]
+    top = max(weights, default=0.0)
+    if not top > 0:
+        return out
+    decimals = 3 - math.floor(math.log10(top))
+    scale = 10.0 ** abs(decimals)
+    kept: list[int] = []
+    rounded: list[float] = []
+    for k, weight in enumerate(weights):
+        if weight > 0:
+            weight = round(weight * scale) / scale if decimals >= 0 else round(weight / scale) * scale
+            if weight > 0:
+                kept.append(k)
+                rounded.append(weight)
+    picked = rated_rows[kept]
+    for k, weight, movie_id, title in zip(kept, rounded, catalogue.movie_ids[picked].tolist(),
+                                          catalogue.titles.many(picked), strict=True):
+        out[positions[k]].append({"movie_id": movie_id, "title": title, "weight": weight})
+    return out
 
 
 def explain_rows(model: LoadedModel, catalogue: ModelCatalogue, rated_movie_ids: np.ndarray,
-                 ratings: np.ndarray, target_rows: np.ndarray, limit: int = MAX_REASONS) -> list[list[Reason]]:
+                 ratings: np.ndarray, target_rows: np.ndarray, limit: int = MAX_REASONS, *,
+                 rated: tuple[np.ndarray, np.ndarray] | None = None,
+                 user: UserVector | None = None) -> list[list[Reason]]:
     """The reasons for each of ``target_rows`` from the user's ratings (movie ids the model does not know are ignored).
 
-    The ratings are put in model-row order first, so the answer does not depend on the order the
-    database returned them in (ties included).
+    ``rated``: ``model.movie_rows(rated_movie_ids)`` when the caller has it already. ``user``: the
+    vector the request ranked with; a fold-in's system (:class:`app.scoring.FoldInSystem`) is
+    reused rather than built again. Neither changes the answer (the reused system: to float
+    precision, tests/api/test_explain_fast.py). Nor does the order of the ratings: item-term
+    explanations are the same to the bit (equal weights are ordered by model row), solved ones to
+    float precision (the sums run in the order given; the ratings are no longer sorted first,
+    which would have cost a copy of the fold-in's system).
     """
-    rows, found = model.movie_rows(rated_movie_ids)
-    rows, ratings = rows[found], np.asarray(ratings)[found]
-    order = np.argsort(rows, kind="stable")
-    rows, ratings = rows[order], ratings[order]
+    rows, found = model.movie_rows(rated_movie_ids) if rated is None else rated
+    ratings = np.asarray(ratings)
+    if not found.all():
+        rows, ratings = rows[found], ratings[found]
+    target_rows = np.asarray(target_rows, dtype=np.int64)
     item_term = getattr(model, "item_term", None)
     if item_term is not None:
-        # A version with an item-item term explains by that term alone: its part of the score is a
-        # sum over the rated movies by construction (W[j, i]), so the split is exact for it and is a
-        # sparse gather, without the per-user solve of the embedding decomposition.
-        contributions = np.asarray(item_term.contributions(rows, target_rows), dtype=np.float64)
-        return top_reasons(Decomposition(rows, ratings, contributions, None, exact=False), catalogue, limit)
-    return top_reasons(decompose(model, rows, ratings, target_rows), catalogue, limit)
+        # A version with an item-item term is explained by that term alone: its part of the score is a
+        # sum over the rated movies by construction (W[j, i]), so the split is exact for it. The term's
+        # stored entries among the rated rows and the targets are all the candidates there are (every
+        # other contribution is 0): no per-user solve, no (targets x rated) matrix.
+        if getattr(item_term, "has_repeated_columns", True) or rows.size == 0 or target_rows.size == 0:
+            contributions = np.asarray(item_term.contributions(rows, target_rows), dtype=np.float64)
+            return top_reasons(Decomposition(rows, ratings, contributions, None, exact=False), catalogue, limit)
+        target_pos, rated_pos, weights = item_term.hits(rows, target_rows)
+        reasons = _sparse_reasons(target_rows.size, target_pos, rows[rated_pos], weights, catalogue, limit)
+        targets = target_rows.tolist()
+        if len(set(targets)) < len(targets):  # hits() reports a repeated target at its first position only
+            first: dict[int, int] = {}
+            reasons = [reasons[first.setdefault(target, i)] for i, target in enumerate(targets)]
+        return reasons
+    system = user.system if user is not None else None
+    return top_reasons(decompose(model, rows, ratings, target_rows, system), catalogue, limit)

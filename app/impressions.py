@@ -8,23 +8,24 @@ impressions wait, in one transaction per batch. The queue is bounded
 counted, so memory never grows without limit; when the database fails, the batch is dropped and
 counted (``movierec_impressions_dropped_total{reason="database"}``). Neither ever fails a request:
 recommendations matter more than their bookkeeping. The same thread deletes impressions older than
-``MOVIEREC_IMPRESSIONS_RETENTION_DAYS`` (with their items and events) once an hour.
+``MOVIEREC_IMPRESSIONS_RETENTION_DAYS`` (with their events) once an hour.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import MutableMapping
-from dataclasses import dataclass
+from collections.abc import MutableMapping, Sequence
+from typing import NamedTuple
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from movierec.db.schema import Event, Impression, ImpressionItem
+from movierec.db.schema import MAX_SHOWN, Event, Impression, pack_movies
 
 from .metrics import Metrics
 from .repository import write_transaction
@@ -37,33 +38,39 @@ PRUNE_INTERVAL_S = 3600.0
 PRUNE_CHUNK = 5000
 
 
-def new_request_id() -> str:
-    """A fresh request id: 32 hex digits, the time in milliseconds then 80 random bits.
+def new_request_id(now_ns: int | None = None) -> str:
+    """A fresh request id: 32 hex digits, the time in milliseconds (``now_ns``, default the clock) then 80 random bits.
 
     Time first, so the impressions' primary key grows at its end (a random uuid4 scattered each
     batch over the whole index: 4 x the writer's CPU per impression on SQLite); 80 random bits
     keep ids unguessable, so events cannot be forged for other people's answers.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return f"{(time.time_ns() if now_ns is None else now_ns) // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
-#: The recorder's inserts in each driver's placeholder style (sqlite3: ``?``; psycopg: ``%s``),
-#: written out in full so that no SQL is assembled at run time.
-_INSERT_IMPRESSIONS = {
-    "qmark": "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at) "
-             "VALUES (?, ?, ?, ?, ?, ?)",
-    "format": "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at) "
-              "VALUES (%s, %s, %s, %s, %s, %s)",
-}
-_INSERT_ITEMS = {
-    "qmark": "INSERT INTO impression_items (request_id, position, movie_id) VALUES (?, ?, ?)",
-    "format": "INSERT INTO impression_items (request_id, position, movie_id) VALUES (%s, %s, %s)",
-}
+_INSERT_INTO = "INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at, movies) "
+#: psycopg (``%s``) takes the whole batch as one JSON array that PostgreSQL takes apart: through
+#: executemany (a statement per row) or as arrays (psycopg quotes each element) the client side
+#: cost 35 to 40 us of the writer's CPU per answer, as JSON 12 (json.dumps is C).
+_INSERT_POSTGRES = (_INSERT_INTO + "SELECT r->>0, (r->>1)::integer, (r->>2)::integer, r->>3, r->>4, (r->>5)::bigint, "
+                    "r->>6 FROM json_array_elements(%s::json) AS r")
+#: Most rows in one INSERT on SQLite: 7 x 128 parameters stay under SQLite's oldest limit (999).
+SQLITE_ROWS_PER_INSERT = 128
+#: sqlite3 (``?``) takes a batch as a few multi-row INSERTs of 1, 2, 4, ... 128 rows (each text
+#: prepared once and cached): executemany ran one step per row, and sqlite3 lets go of the GIL for
+#: every step, so while a batch was written the event loop and the writer handed the GIL back and
+#: forth once per answer; on a busy machine each handover can wait for a time slice, and requests
+#: that met a flush waited for all of them (p99 at 1 connection 3 x that of recording off).
+_INSERT_SQLITE = {rows: _INSERT_INTO + "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
+                  for rows in (1 << k for k in range(SQLITE_ROWS_PER_INSERT.bit_length()))}
 
 
-@dataclass(frozen=True, slots=True)
-class Shown:
-    """One answer as recorded: who asked, which version and source answered, the movies in order."""
+class Shown(NamedTuple):
+    """One answer as recorded: who asked, which version and source answered, the movies in order.
+
+    A named tuple rather than a dataclass: it is built on the request path of every answer, and
+    building one costs about a fifth of a frozen dataclass (1 against 5 us on a loaded machine).
+    """
 
     request_id: str
     user_id: int | None
@@ -71,7 +78,7 @@ class Shown:
     source: str
     endpoint: str
     created_at: int
-    movie_ids: tuple[int, ...]
+    movie_ids: Sequence[int]
 
 
 class ImpressionRecorder:
@@ -111,7 +118,7 @@ class ImpressionRecorder:
         if full:
             self._metrics.impressions_dropped.labels("queue_full").inc()
             return
-        if size >= self._batch_rows:
+        if size == self._batch_rows:  # once per filling, not on every answer while the writer is busy
             self._wake.set()
 
     @property
@@ -129,12 +136,14 @@ class ImpressionRecorder:
         """
         written = 0
         with self._write_lock:
+            started = time.thread_time()  # this thread's CPU: what the writing costs beside the requests
             while True:
                 with self._lock:
                     count = min(len(self._pending), self._batch_rows)
                     batch = [self._pending.popleft() for _ in range(count)]
                 self._metrics.impressions_pending.set(len(self._pending))
                 if not batch:
+                    self._metrics.impressions_writer_cpu.inc(time.thread_time() - started)
                     return written
                 try:
                     self._write(batch)
@@ -146,20 +155,25 @@ class ImpressionRecorder:
                 written += len(batch)
 
     def _write(self, batch: list[Shown]) -> None:
-        # Plain tuples through the driver's executemany: SQLAlchemy's per-row parameter processing
-        # cost 2.5 x the CPU of the insert itself (97 against 38 us per impression of 10 movies on
-        # SQLite, CPU time), and this runs beside the requests on the same cores.
-        impressions = [(s.request_id, s.user_id, s.model_version, s.source, s.endpoint, s.created_at) for s in batch]
-        items = [(s.request_id, position, movie) for s in batch for position, movie in enumerate(s.movie_ids)]
+        # Plain tuples straight to the driver: SQLAlchemy's per-row parameter processing cost 2.5 x
+        # the CPU of the insert itself, and this runs beside the requests on the same cores. One row
+        # per answer, its movies packed into one column: a row per movie shown cost three times the
+        # CPU (docs/online-metrics.md, "Cost").
+        rows = [(*s[:6], pack_movies(s.movie_ids[:MAX_SHOWN])) for s in batch]
         with self._sessions() as session, write_transaction(session):
             connection = session.connection()
-            style = "qmark" if connection.dialect.paramstyle == "qmark" else "format"
-            connection.exec_driver_sql(_INSERT_IMPRESSIONS[style], impressions)
-            if items:
-                connection.exec_driver_sql(_INSERT_ITEMS[style], items)
+            if connection.dialect.paramstyle != "qmark":  # one statement: the batch as one JSON array of rows
+                connection.exec_driver_sql(_INSERT_POSTGRES, (json.dumps(rows),))
+                return
+            done = 0
+            while done < len(rows):  # the largest power of two that fits, then the rest
+                count = min(SQLITE_ROWS_PER_INSERT, 1 << ((len(rows) - done).bit_length() - 1))
+                connection.exec_driver_sql(_INSERT_SQLITE[count],
+                                           tuple(value for row in rows[done:done + count] for value in row))
+                done += count
 
     def prune(self, now: float | None = None) -> int:
-        """Delete impressions older than the retention period, with their items and events."""
+        """Delete impressions older than the retention period, with their events."""
         cutoff = int((time.time() if now is None else now) - self._retention_s)
         deleted = 0
         while True:
@@ -168,9 +182,8 @@ class ImpressionRecorder:
                     select(Impression.request_id).where(Impression.created_at < cutoff).limit(PRUNE_CHUNK)).scalars())
                 if not ids:
                     break
-                # Children first: SQLite enforces ON DELETE CASCADE only with foreign keys on.
+                # Events first: SQLite enforces ON DELETE CASCADE only with foreign keys on.
                 session.execute(delete(Event).where(Event.request_id.in_(ids)))
-                session.execute(delete(ImpressionItem).where(ImpressionItem.request_id.in_(ids)))
                 session.execute(delete(Impression).where(Impression.request_id.in_(ids)))
             deleted += len(ids)
         if deleted:
@@ -214,8 +227,10 @@ def record_answer(recorder: ImpressionRecorder, headers: MutableMapping[str, str
     Sets ``X-Request-ID``, ``X-Model-Version`` and ``X-Model-Role`` in ``headers`` and returns the
     body fields ``request_id`` and ``served_by`` (``current`` or ``candidate``).
     """
-    request_id = new_request_id()
-    recorder.record(Shown(request_id, user_id, model_version, source, endpoint, int(time.time()), tuple(movie_ids)))
+    now_ns = time.time_ns()
+    request_id = new_request_id(now_ns)
+    if recorder.enabled:  # the list is handed over, not copied: the caller built it for this
+        recorder.record(Shown(request_id, user_id, model_version, source, endpoint, now_ns // 1_000_000_000, movie_ids))
     headers["X-Request-ID"] = request_id
     if model_version is not None:
         headers["X-Model-Version"] = str(model_version)

@@ -60,6 +60,11 @@ class Metrics:
             "movierec_impressions_pruned_total", "Impressions deleted by the retention setting.",
             registry=self.registry,
         )
+        self.impressions_writer_cpu = Counter(
+            "movierec_impressions_writer_cpu_seconds_total",
+            "CPU time spent writing impressions (building the rows, the inserts, the commits): what recording "
+            "costs beside the requests.", registry=self.registry,
+        )
         # Label lookups cost a lock and a dict access each; cache the children per label tuple.
         self._request_children: dict[tuple[str, str, str], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}

@@ -138,7 +138,8 @@ def recommend(state: ServingState | None, popularity: Popularity, user_id: int, 
                 rows, scores = state.ranker.top_for_user(user, n, allowed)
             items = _with_counts(popularity, _scored(state, rows, scores))
             if explain:
-                reasons = explain_rows(model, state.catalogue, ratings.movie_ids, ratings.ratings, rows)
+                reasons = explain_rows(model, state.catalogue, ratings.movie_ids, ratings.ratings, rows,
+                                       rated=(rated, known), user=user)
                 for item, because in zip(items, reasons, strict=True):
                     item.because = because
             return RecommendationResult(user_id, items, user.source, True, model.version)

@@ -44,12 +44,29 @@ Source = Literal["model", "fold_in", "baseline"]
 
 
 @dataclass(frozen=True)
+class FoldInSystem:
+    """The normal equations a ``dot`` fold-in solved, ``gram x = design^T targets / s2 + P mu``.
+
+    Kept (by reference: nothing is copied or computed for it) on the folded-in user so that an
+    explanation of the same request (:mod:`app.explain`) decomposes the very same system instead
+    of building it again.
+    """
+
+    movie_rows: np.ndarray  # (r,) the rated movies' model rows, in the order folded in
+    ratings: np.ndarray  # (r,) their ratings
+    design: np.ndarray  # (r, k+1) float64: [movie factors, 1]
+    targets: np.ndarray  # (r,) float64: the ratings' logits minus the global and movie biases
+    gram: np.ndarray  # (k+1, k+1) float64: design^T design / s2 + P
+
+
+@dataclass(frozen=True)
 class UserVector:
     """A user's representation for scoring: factors, bias and where they came from."""
 
     vec: np.ndarray  # (k,) float32
     bias: float
     source: Source
+    system: FoldInSystem | None = None  # dot fold-ins: the system solved (for explanations)
 
     @property
     def personalized(self) -> bool:
@@ -375,9 +392,10 @@ class LoadedModel:
             a[:, : self.k] = self.movie_factors[movie_rows]
             a[:, self.k] = 1.0
             s2 = self.foldin_noise_var
-            x = np.linalg.solve(a.T @ a / s2 + self.prior_precision,
-                                a.T @ y / s2 + self.prior_precision @ self.prior_mean)
-            return UserVector(x[: self.k].astype(np.float32), float(x[self.k]), "fold_in")
+            gram = a.T @ a / s2 + self.prior_precision
+            x = np.linalg.solve(gram, a.T @ y / s2 + self.prior_precision @ self.prior_mean)
+            return UserVector(x[: self.k].astype(np.float32), float(x[self.k]), "fold_in",
+                              FoldInSystem(movie_rows, ratings, a, y, gram))
         return UserVector(self._fold_in_nn(movie_rows, y), 0.0, "fold_in")
 
     def _fold_in_nn(self, movie_rows: np.ndarray, y: np.ndarray, steps: int = 200, lr: float = 0.05) -> np.ndarray:

@@ -265,23 +265,38 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def writer_cpu_seconds(url: str) -> float:
+    """The impression writer's CPU seconds so far (``movierec_impressions_writer_cpu_seconds_total``)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("movierec_impressions_writer_cpu_seconds_total "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def measure(name: str, server: Server, script: str, env: dict[str, str], conns: list[int], duration: float,
             results: list[dict], warmup: float = 2.0, cpu: bool = False) -> None:
     """wrk against ``server`` for each connection count; with ``cpu``, also the server's CPU time per
-    request (far less sensitive than throughput to other work on a shared machine)."""
+    request (far less sensitive than throughput to other work on a shared machine), and the part of
+    it the impression writer thread spent."""
     wrk(server.url, script, conns[-1], warmup, env)  # warm-up, not recorded
     for c in conns:
+        if cpu:
+            time.sleep(0.5)  # the warm-up's (or the last run's) impressions are written before we start
+            writer_before = writer_cpu_seconds(server.url)
         before = cpu_seconds(server.proc.pid) if cpu else 0.0
         r = wrk(server.url, script, c, duration, env)
         if cpu and r["requests"]:
             time.sleep(0.5)  # background work the requests caused (the impression writer) lands too
             r["cpu_ms_per_request"] = 1000 * (cpu_seconds(server.proc.pid) - before) / r["requests"]
+            r["writer_cpu_ms_per_request"] = 1000 * (writer_cpu_seconds(server.url) - writer_before) / r["requests"]
         r["scenario"] = name
         r["load_avg_1m"] = os.getloadavg()[0]
         results.append(r)
         print(f"  {name:28s} c={c:<3d} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
               f"  non-2xx {r['non2xx']}  socket errors {r['socket_errors']}"
-              + (f"  CPU {r['cpu_ms_per_request']:.3f} ms/request" if "cpu_ms_per_request" in r else ""), flush=True)
+              + (f"  CPU {r['cpu_ms_per_request']:.3f} ms/request (writer {r['writer_cpu_ms_per_request']:.3f})"
+                 if "cpu_ms_per_request" in r else ""), flush=True)
 
 
 # ------------------------------------------------------------------------------------- driver
@@ -361,11 +376,18 @@ def recording_summary(results: list[dict], what: str = "recording") -> list[str]
             return sum(rows) / len(rows) if rows else float("nan")
         off_rps, on_rps, off_p99, on_p99 = mean("off", "rps"), mean("on", "rps"), mean("off", "p99_ms"), mean("on", "p99_ms")
         off_cpu, on_cpu = mean("off", "cpu_ms_per_request"), mean("on", "cpu_ms_per_request")
+        # Each round's own ratio (on against the off run next to it): their spread shows what the
+        # machine's drift leaves of the mean ratio.
+        pairs = [on.get("cpu_ms_per_request", float("nan")) / off.get("cpu_ms_per_request", float("nan"))
+                 for off, on in zip(rows_of(results, c, "off", what), rows_of(results, c, "on", what))]
+        spread = f" (rounds {min(pairs):.3f} to {max(pairs):.3f})" if len(pairs) > 1 else ""
+        writer = mean("on", "writer_cpu_ms_per_request")
         if off_rps == off_rps and on_rps == on_rps:  # both measured (not NaN)
             lines.append(f"- {c} connection(s): {what} on / off = {on_rps / off_rps:.3f} × requests/s "
                          f"({on_rps:.0f} / {off_rps:.0f}), {on_p99 / off_p99:.3f} × p99 ({on_p99:.2f} / {off_p99:.2f} ms), "
-                         f"{on_cpu / off_cpu:.3f} × server CPU per request ({on_cpu:.3f} / {off_cpu:.3f} ms), "
-                         f"mean of {len(rows_of(results, c, 'on', what))} alternated rounds")
+                         f"{on_cpu / off_cpu:.3f} × server CPU per request ({on_cpu:.3f} / {off_cpu:.3f} ms){spread}, "
+                         + (f"of which the impression writer {1000 * writer:.0f} us, " if writer > 0 else "")
+                         + f"mean of {len(rows_of(results, c, 'on', what))} alternated rounds")
     return lines
 
 

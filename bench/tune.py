@@ -57,9 +57,10 @@ def measure(fold: P.Fold, score, fold_in=None) -> dict:  # noqa: ANN001 - scorer
     return C.ranking_metrics(fold.train, fold.test, score)
 
 
-def stage_dot(data: C.Triples, protocols: list[str], configs: list[str], emit) -> None:  # noqa: ANN001
+def stage_dot(data: C.Triples, protocols: list[str], configs: list[str], emit,  # noqa: ANN001
+              n_folds: int | None = None) -> None:
     for protocol in protocols:
-        for fold in P.folds(data, protocol, "tuning"):
+        for fold in P.folds(data, protocol, "tuning", n_folds):
             for text in configs:
                 system = OursDot(**parse_config(text))
                 with C.Timer() as t:
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("stage", choices=("dot", "blend", "baselines"))
     ap.add_argument("--protocols", nargs="+", choices=P.PROTOCOLS, default=None)
     ap.add_argument("--configs", nargs="+", default=["default"])
+    ap.add_argument("--folds", type=int, default=None,
+                    help="dot stage: only the first N tuning folds of each protocol (a quick screen; default all)")
     ap.add_argument("--blend", type=float, nargs="+", default=list(BLEND), help="blend stage: weights")
     ap.add_argument("--neighbours", type=int, nargs="+", default=list(NEIGHBOURS), help="blend stage: neighbours")
     ap.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS), help="blend stage: EASE lambdas")
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
 
-    {"dot": lambda: stage_dot(data, protocols, args.configs, emit),
+    {"dot": lambda: stage_dot(data, protocols, args.configs, emit, args.folds),
      "blend": lambda: stage_blend(data, protocols, emit, tuple(args.blend), tuple(args.neighbours),
                                   tuple(args.lambdas)),
      "baselines": lambda: stage_baselines(data, protocols, emit)}[args.stage]()

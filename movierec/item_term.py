@@ -12,6 +12,7 @@ trainer (which builds it, :func:`from_dense_topk`) and the API (which scores and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -140,6 +141,52 @@ class ItemTerm:
         dup = np.flatnonzero(lookup[targets] != np.arange(targets.size))
         out[dup] = out[lookup[targets[dup]]]
         return out
+
+    @functools.cached_property
+    def has_repeated_columns(self) -> bool:
+        """True when some row lists a column twice (the trainer never writes one; checked once, lazily).
+
+        :meth:`scores` adds such entries up while :meth:`contributions` keeps one of them, so a
+        sparse explanation (:meth:`hits`) is only equivalent to the dense one without repeats.
+        """
+        if self.nnz == 0:
+            return False
+        if self._grid is not None:
+            cols = np.sort(self._grid[0], axis=1)
+            return bool(np.any(cols[:, 1:] == cols[:, :-1]))
+        row_of = np.repeat(np.arange(self.n_movies, dtype=np.int64), np.diff(self.indptr))
+        key = np.sort(row_of * self.n_movies + self.indices)
+        return bool(np.any(key[1:] == key[:-1]))
+
+    def hits(self, rated_rows: np.ndarray, target_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The stored entries of ``W[rated_rows, target_rows]``, as coordinates instead of a dense matrix.
+
+        Returns ``(target_pos, rated_pos, weights)``: entry ``k`` is ``W[rated_rows[rated_pos[k]],
+        target_rows[target_pos[k]]] = weights[k]`` (float32). A target listed more than once is
+        reported at its first position only. Same values as :meth:`contributions` (where a row lists
+        no column twice, see :attr:`has_repeated_columns`) without the ``(targets, rated)`` matrix:
+        one gather of the rated rows (``|rated| x`` neighbours), one table lookup, one ``nonzero``.
+        """
+        rated = np.asarray(rated_rows, dtype=np.int64)
+        targets = np.asarray(target_rows, dtype=np.int64)
+        if rated.size == 0 or targets.size == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        is_target = np.zeros(self.n_movies, dtype=bool)
+        is_target[targets] = True
+        # Column -> first position in targets; read only at target columns, so never initialised elsewhere.
+        position = np.empty(self.n_movies, dtype=np.int64)
+        position[targets[::-1]] = np.arange(targets.size - 1, -1, -1)
+        if self._grid is not None:
+            cols, weights = self._grid
+            width = cols.shape[1]
+            neighbours = cols[rated]  # (|rated|, width), a fresh C-ordered array: ravel() is a view
+            hit = is_target[neighbours].ravel().nonzero()[0]
+            rated_pos, slot = np.divmod(hit, width)
+            return position[neighbours.ravel()[hit]], rated_pos, weights[rated[rated_pos], slot]
+        pos, which = self._gather(rated)
+        cols = self.indices[pos]
+        hit = is_target[cols].nonzero()[0]
+        return position[cols[hit]], which[hit], self.weights[pos[hit]]
 
 
 def from_dense_topk(matrix: np.ndarray, neighbours: int, scale: float = 1.0) -> ItemTerm:

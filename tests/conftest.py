@@ -60,7 +60,7 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
 
 def _empty_tables(engine: Engine) -> None:
     with engine.begin() as conn:
-        for table in ("events", "impression_items", "impressions"):
+        for table in ("events", "impressions"):
             conn.execute(text(f"DELETE FROM {table}"))
         conn.execute(text("DELETE FROM ratings"))
         conn.execute(text("DELETE FROM movies"))

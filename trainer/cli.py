@@ -57,6 +57,9 @@ def train(
     rank_sample: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
         "Fraction of each batch in the ranking loss once an epoch has more than 1M ratings "
         "(default 0.25; 1: every rating, slower)."))] = None,
+    ensemble: Annotated[Optional[int], typer.Option(min=1, help=(
+        "dot: members (seeds seed, seed+1, ...) published as one model whose logits are their mean, cut back "
+        "to --factors factors (default per model; 1: one model)."))] = None,
     seed: Annotated[int, typer.Option(help="Training seed: same seed + same data -> identical model.")] = 42,
     force: Annotated[bool, typer.Option("--force", help="Publish even if the quality gate refuses.")] = False,
     tolerance: Annotated[Optional[float], typer.Option(min=0.0, help="Gate tolerance, relative (0.03 = 3 %).")] =
@@ -112,6 +115,8 @@ def train(
     if init_from is not None and model is not ModelKind.nn:
         raise typer.BadParameter("--init-from starts an nn model from a dot model's embeddings: use --model nn",
                                  param_hint="--init-from")
+    if ensemble is not None and ensemble > 1 and model is not ModelKind.dot:
+        raise typer.BadParameter("--ensemble combines dot models: use --model dot", param_hint="--ensemble")
     if init_from is not None and nproc > 1:
         raise typer.BadParameter("--init-from trains one process (drop --nproc)", param_hint="--init-from")
     from trainer.distributed import in_worker, launched_bare
@@ -132,7 +137,7 @@ def train(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
         forwarded = _forward(model=model.value, factors=factors, epochs=epochs, lr=lr, wd=wd, batch_size=batch_size,
-                             rank_weight=rank_weight, rank_sample=rank_sample, seed=seed, force=force,
+                             rank_weight=rank_weight, rank_sample=rank_sample, ensemble=ensemble, seed=seed, force=force,
                              tolerance=tolerance, source=source, store=store, device=device.value,
                              engine=engine.value, candidate=candidate)
         from movierec.settings import get_settings
@@ -150,7 +155,7 @@ def train(
         return
     try:
         _run(model.value, factors, epochs, lr, wd, batch_size, rank_weight, seed, force, tolerance, source, store,
-             rank_sample, device.value, engine.value, candidate, init_from, freeze_embeddings)
+             rank_sample, device.value, engine.value, candidate, init_from, freeze_embeddings, ensemble)
     except TrainerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -182,7 +187,7 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
          batch_size: int | None, rank_weight: float | None, seed: int, force: bool, tolerance: float | None,
          source: Path | None, store_path: Path | None, rank_sample: float | None = None, device: str = "auto",
          engine: str = "auto", candidate: float | None = None, init_from: str | None = None,
-         freeze_embeddings: bool = False) -> None:
+         freeze_embeddings: bool = False, ensemble: int | None = None) -> None:
     from movierec.settings import get_settings
     from movierec.store import ModelStore
     from functools import partial
@@ -197,9 +202,11 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
     params = defaults_for(kind)
     for name, value in (("factors", factors), ("epochs", epochs), ("lr", lr), ("wd", wd),
                         ("batch_size", batch_size), ("rank_weight", rank_weight),
-                        ("rank_sample", rank_sample)):
+                        ("rank_sample", rank_sample), ("ensemble", ensemble)):
         if value is not None:
             setattr(params, name, value)
+    if ensemble is not None:  # asked for: whatever the data size
+        params.ensemble_max_ratings = None
     params.seed = seed
     params.init_from, params.freeze_embeddings = init_from, freeze_embeddings
     store = ModelStore(store_path or settings.model_store)

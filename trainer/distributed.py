@@ -91,6 +91,7 @@ def run_rank(load: Callable[[], Any], params: Any, device: str, run: Callable[[C
     import torch.distributed as dist
 
     from trainer.fit import resolve
+    from trainer.fit.params import for_data
     from trainer.fit.sharded import sharded_fit
     from trainer.pipeline import MIN_RATINGS, training_sets
 
@@ -109,8 +110,9 @@ def run_rank(load: Callable[[], Any], params: Any, device: str, run: Callable[[C
         if rank == 0:
             return run(fitter)
         if len(data) >= MIN_RATINGS:  # rank 0 stops with NoDataError otherwise, before any fit
+            sized = for_data(params, len(data))  # as rank 0's pipeline does
             for i, (train, _) in enumerate(training_sets(data)):
-                sharded_fit(train, params, engine=engine)
+                sharded_fit(train, sized, engine=engine)
                 log(f"rank {rank}: fit {i + 1}/3 done")
         return None
     except dist.DistError as exc:  # a peer died or hung up: one line, not a traceback

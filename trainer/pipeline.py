@@ -30,6 +30,7 @@ from trainer import GateRefusedError, NoDataError, TrainerError
 from trainer.data import Ratings
 from trainer.fit import Embeddings, FitParams, Progress, defaults_for, fit
 from trainer.fit.init import load_embeddings
+from trainer.fit.params import for_data
 from trainer.gate import DEFAULT_TOLERANCE, GateDecision, check
 from trainer.itemitem import term_for, term_manifest, with_item_term
 from trainer.metrics import K, RELEVANT_AT, BiasBaseline, popularity_scores, ranking_metrics, rating_metrics
@@ -131,6 +132,11 @@ def train_and_publish(
     if len(data) < MIN_RATINGS:
         raise NoDataError(f"only {len(data)} ratings: need at least {MIN_RATINGS} to train and evaluate")
     log(f"data: {len(data)} ratings, {data.n_users} users, {data.n_movies} movies (from {source})")
+    sized = for_data(params, len(data))
+    if sized.ensemble != params.ensemble:
+        log(f"one fit, not an ensemble of {params.ensemble}: {len(data)} ratings is over "
+            f"{params.ensemble_max_ratings} (--ensemble N trains one anyway)")
+    params = sized
     init, init_for = None, None
     if params.init_from is not None:
         init, init_for = _init_source(params, store, log)
@@ -145,7 +151,7 @@ def train_and_publish(
         tensors.update(term.tensors())
     manifest: dict[str, Any] = {
         "kind": params.model,
-        "factors": params.factors,
+        "factors": model.factors,
         "y_range": list(params.y_range),
         "rating_scale": list(RATING_SCALE),
         "global_bias": model.global_bias,

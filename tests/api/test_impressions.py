@@ -9,6 +9,8 @@ from collections.abc import Callable
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
+from movierec.db.schema import unpack_movies
+
 from .helpers import publish_dot
 
 #: The writer thread never flushes on its own in these tests: each test flushes when it wants to.
@@ -37,13 +39,12 @@ def test_recommend_answer_is_recorded_with_its_items_in_order(
     assert response.headers["X-Model-Version"] == "1" and body["served_by"] == "current"
     assert _flush(client) == 1
     with seeded.connect() as conn:
-        row = conn.execute(text("SELECT user_id, model_version, source, endpoint, created_at FROM impressions "
+        row = conn.execute(text("SELECT user_id, model_version, source, endpoint, created_at, movies FROM impressions "
                                 "WHERE request_id = :r"), {"r": body["request_id"]}).one()
-        items = conn.execute(text("SELECT movie_id FROM impression_items WHERE request_id = :r ORDER BY position"),
-                             {"r": body["request_id"]}).scalars().all()
     assert tuple(row[:4]) == (3, 1, body["source"], "recommend")
     assert abs(row[4] - time.time()) < 60
-    assert items == [item["movie_id"] for item in body["items"]]
+    assert unpack_movies(row[5]) == [item["movie_id"] for item in body["items"]]
+    assert int(body["request_id"][:12], 16) // 1000 == row[4]  # one clock reading for the id and the row
     assert _metric(client, "movierec_impressions_recorded_total") == 1
 
 
@@ -102,7 +103,7 @@ def test_database_failure_drops_the_batch_and_never_fails_recommend(
     publish_dot(store, range(1, 21), range(1, 26))
     client = make_client(**MANUAL)
     with seeded.begin() as conn:  # the writes of the recorder now fail in the database itself
-        conn.execute(text("ALTER TABLE impression_items RENAME TO impression_items_away"))
+        conn.execute(text("ALTER TABLE impressions RENAME TO impressions_away"))
     try:
         for _ in range(4):
             assert client.get("/recommend", params={"user_id": 3}).status_code == 200
@@ -110,14 +111,14 @@ def test_database_failure_drops_the_batch_and_never_fails_recommend(
         assert _metric(client, 'movierec_impressions_dropped_total{reason="database"}') == 4
     finally:
         with seeded.begin() as conn:
-            conn.execute(text("ALTER TABLE impression_items_away RENAME TO impression_items"))
+            conn.execute(text("ALTER TABLE impressions_away RENAME TO impressions"))
     with seeded.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM impressions")).scalar_one() == 0  # nothing half-written
     client.get("/recommend", params={"user_id": 3})
     assert _flush(client) == 1
 
 
-def test_retention_prunes_old_impressions_with_their_items_and_events(
+def test_retention_prunes_old_impressions_with_their_events(
         seeded: Engine, store, make_client: Callable[..., TestClient]) -> None:
     publish_dot(store, range(1, 21), range(1, 26))
     client = make_client(**MANUAL, impressions_retention_days=1)
@@ -132,6 +133,23 @@ def test_retention_prunes_old_impressions_with_their_items_and_events(
     assert client.app.state.recorder.prune() == 1  # type: ignore[attr-defined]
     with seeded.connect() as conn:
         assert conn.execute(text("SELECT request_id FROM impressions")).scalars().all() == [new["request_id"]]
-        assert conn.execute(text("SELECT COUNT(*) FROM impression_items WHERE request_id = :r"),
-                            {"r": old["request_id"]}).scalar_one() == 0
         assert conn.execute(text("SELECT COUNT(*) FROM events")).scalar_one() == 0
+
+
+def test_a_batch_of_any_size_is_written_whole_and_in_order(
+        seeded: Engine, store, make_client: Callable[..., TestClient]) -> None:
+    """SQLite writes a batch as multi-row INSERTs of 128, 64, ... 1 rows: 301 = 128 + 128 + 32 + 8 + 4 + 1."""
+    from app.impressions import Shown
+
+    publish_dot(store, range(1, 21), range(1, 26))
+    client = make_client(**MANUAL)
+    recorder = client.app.state.recorder  # type: ignore[attr-defined]
+    shown = [Shown(f"batch{i:04d}", i, 1, "model", "recommend", 1000 + i, [i + 1, i + 2]) for i in range(301)]
+    for s in shown:
+        recorder.record(s)
+    assert _flush(client) == 301
+    with seeded.connect() as conn:
+        rows = conn.execute(text("SELECT request_id, user_id, created_at, movies FROM impressions "
+                                 "WHERE request_id LIKE 'batch%' ORDER BY request_id")).all()
+    assert [(r, u, t, unpack_movies(m)) for r, u, t, m in rows] == \
+        [(s.request_id, s.user_id, s.created_at, list(s.movie_ids)) for s in shown]

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import insert
 
 from movierec.db.engine import make_engine
-from movierec.db.schema import Impression, ImpressionItem, Movie, Rating
+from movierec.db.schema import Impression, Movie, Rating, pack_movies
 from movierec.store import ModelStore
 
 from .test_cli import movierec_cmd
@@ -70,9 +70,7 @@ def test_report_online(tmp_path: Path) -> None:
         conn.execute(insert(Movie), [{"id": m, "title": f"M{m}", "genres": ""} for m in range(1, 5)])
         conn.execute(insert(Impression), [
             {"request_id": f"r{u}", "user_id": u, "model_version": 1 + u % 2, "source": "model",
-             "endpoint": "recommend", "created_at": now - 100} for u in range(1, 9)])
-        conn.execute(insert(ImpressionItem), [{"request_id": f"r{u}", "position": 0, "movie_id": 1}
-                                              for u in range(1, 9)])
+             "endpoint": "recommend", "created_at": now - 100, "movies": pack_movies([1])} for u in range(1, 9)])
         conn.execute(insert(Rating), [{"user_id": u, "movie_id": 1, "rating": 4.0, "rated_at": now - 50}
                                       for u in (1, 3, 5, 2)])
     engine.dispose()

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, text
 from sqlalchemy.orm import Session
 
-from movierec.db.schema import Event, Impression, ImpressionItem, Movie, Rating
+from movierec.db.schema import MAX_SHOWN, Event, Impression, Movie, Rating, pack_movies, unpack_movies
 from movierec.online import Period, online_report
 
 MOVIES = 12
@@ -57,15 +57,13 @@ def reference(shown: list[tuple[Any, ...]], rated: dict[tuple[int, int], tuple[f
 def test_sql_matches_the_rules(engine: Engine, shown: list[tuple[Any, ...]],
                                rated: dict[tuple[int, int], tuple[float, int]], since: int, length: int) -> None:
     with engine.begin() as conn:
-        for table in ("events", "impression_items", "impressions", "ratings", "movies"):
+        for table in ("events", "impressions", "ratings", "movies"):
             conn.execute(text(f"DELETE FROM {table}"))
         conn.execute(insert(Movie), [{"id": m, "title": f"M{m}", "genres": ""} for m in range(1, MOVIES + 1)])
         if shown:
             conn.execute(insert(Impression), [
                 {"request_id": f"r{i}", "user_id": u, "model_version": v, "source": s, "endpoint": "recommend",
-                 "created_at": t} for i, (u, v, s, t, _) in enumerate(shown)])
-            conn.execute(insert(ImpressionItem), [{"request_id": f"r{i}", "position": p, "movie_id": m}
-                                                  for i, a in enumerate(shown) for p, m in enumerate(a[4])])
+                 "created_at": t, "movies": pack_movies(movies)} for i, (u, v, s, t, movies) in enumerate(shown)])
             conn.execute(insert(Event), [{"request_id": "r0", "movie_id": shown[0][4][0], "kind": "click",
                                           "occurred_at": shown[0][3]}])
         if rated:
@@ -88,3 +86,29 @@ def test_sql_matches_the_rules(engine: Engine, shown: list[tuple[Any, ...]],
         assert sum(p["hits"] for p in v.series) == len(want["hits"])
         clicked = 1 if shown and since <= shown[0][3] < since + length and shown[0][1] == v.model_version else 0
         assert round(v.click_rate.value * v.impressions) == clicked
+
+
+def test_long_answers_and_the_largest_ids_are_read_at_every_position(engine: Engine) -> None:
+    """An answer of MAX_SHOWN movies with ids up to 2^31 - 1: each position reads back its own movie."""
+    top = 2**31 - 1
+    movies = [top - p for p in range(MAX_SHOWN)]
+    assert unpack_movies(pack_movies(movies)) == movies
+    with engine.begin() as conn:
+        for table in ("events", "impressions", "ratings", "movies"):
+            conn.execute(text(f"DELETE FROM {table}"))
+        conn.execute(insert(Movie), [{"id": m, "title": f"M{m}", "genres": ""} for m in movies])
+        conn.execute(insert(Impression), [
+            {"request_id": "long", "user_id": 1, "model_version": 1, "source": "model", "endpoint": "recommend",
+             "created_at": 10, "movies": pack_movies(movies)},
+            {"request_id": "none", "user_id": 2, "model_version": 1, "source": "popularity", "endpoint": "recommend",
+             "created_at": 10, "movies": ""}])
+        # The last position and a middle one are rated by the user the answer was for.
+        conn.execute(insert(Rating), [{"user_id": 1, "movie_id": movies[p], "rating": 4.0, "rated_at": 20}
+                                      for p in (MAX_SHOWN - 1, 37)])
+    with Session(engine) as session:
+        report = online_report(session, Period(0, 100, k=MAX_SHOWN, window_s=WINDOW, bucket_s=50))
+        at_37 = online_report(session, Period(0, 100, k=37, window_s=WINDOW, bucket_s=50))
+    (version,) = report.versions
+    assert version.impressions == 2 and version.movies_shown == MAX_SHOWN
+    assert version.hit_impressions == 1 and version.mean_rating.n == 2
+    assert at_37.versions[0].movies_shown == 37 and at_37.versions[0].hit_impressions == 0

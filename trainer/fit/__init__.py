@@ -38,6 +38,7 @@ from trainer.data import Ratings
 from trainer.fit.dot import DotStep, warm_up
 from trainer.fit.init import Embeddings, copy_into
 from trainer.fit.engine import DeviceUnavailableError, Engine, resolve
+from trainer.fit.ensemble import combine, fit_ensemble, truncate
 from trainer.fit.loop import Progress, Step, run_epochs
 from trainer.fit.nn import NNStep
 from trainer.fit.params import FitParams, History, defaults_for
@@ -49,9 +50,9 @@ from trainer.models import DotProductBias, EmbeddingNN, global_logit
 
 __all__ = [
     "DeviceUnavailableError", "Embeddings", "Engine", "FitParams", "History", "NegativeSampler", "Progress", "Ranking", "Step",
-    "ThreadGovernor", "TorchDotStep", "default_threads", "defaults_for", "fit", "make_model", "one_cycle",
+    "ThreadGovernor", "TorchDotStep", "combine", "default_threads", "defaults_for", "fit", "make_model", "one_cycle",
     "positive_weights", "rank_fraction", "ranked_rows",
-    "resolve", "run_epochs", "set_threads",
+    "resolve", "run_epochs", "set_threads", "truncate",
 ]
 
 
@@ -72,11 +73,19 @@ def fit(train: Ratings, params: FitParams, valid: Ratings | None = None, progres
     """Train a model of ``params.model`` kind on ``train`` with ``engine`` (default: numba on the CPU for
     ``dot``); return it and its per-epoch history.
 
+    ``params.ensemble > 1`` (``dot``): that many fits with seeds ``seed, seed + 1, ...``, combined into one
+    model of ``factors`` factors whose logits are (the best rank-``factors`` approximation of) their mean
+    (:mod:`trainer.fit.ensemble`).
     ``init`` (``nn`` only): start from these ``dot`` embeddings (their factor count wins), kept
     fixed when ``params.freeze_embeddings`` (see :mod:`trainer.fit.init`).
     Raises DivergedError when the loss becomes NaN or infinite (nothing should be published).
     """
     engine = engine or resolve("cpu", "auto", params.model)
+    if params.ensemble > 1:
+        if params.model != "dot" or init is not None:
+            raise ValueError("an ensemble (ensemble > 1) is of dot models trained from scratch")
+        return fit_ensemble(train, params, valid, progress,
+                            lambda tr, p, v, pr: fit(tr, p, valid=v, progress=pr, engine=engine))
     threads = set_threads()
     gen = torch.Generator().manual_seed(params.seed)
     params = dataclasses.replace(params, batch_size=max(1, min(params.batch_size, len(train))))

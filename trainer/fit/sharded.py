@@ -151,6 +151,11 @@ def sharded_fit(train: Ratings, params: FitParams, valid: Ratings | None = None,
 
     if params.model != "dot":
         raise ValueError("a distributed job trains the dot model")
+    if params.ensemble > 1:  # the members one after the other, each a distributed fit
+        from trainer.fit.ensemble import fit_ensemble
+
+        return fit_ensemble(train, params, valid, progress,
+                            lambda tr, p, v, pr: sharded_fit(tr, p, v, pr, engine=engine, group=group))
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     threads = set_threads()
     gen = torch.Generator().manual_seed(params.seed)
