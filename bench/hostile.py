@@ -198,9 +198,11 @@ def _run_with_probe(base: str, seconds: float, attack: Callable[[threading.Event
     return result
 
 
-def _flood_client(base: str, i: int, stop: Any, answered: Any, timeout: float) -> None:
+def _flood_client(base: str, i: int, stop: Any, answered: Any, timeout: float, niceness: int = 0) -> None:
     """One attacking client (its own process: client threads in the prober's process would make
-    the probe wait for the GIL and inflate the /health figures)."""
+    the probe wait for the GIL and inflate the /health figures), at ``niceness`` (see ``--attacker-nice``)."""
+    if niceness:
+        os.nice(niceness)
     body = BODIES["1 MB"] if i % 2 else BODIES["80 KB"]
     path = "/predict" if i % 4 < 2 else "/ratings"
     with httpx.Client(timeout=timeout) as client:
@@ -218,14 +220,15 @@ def phase_quiet(base: str, seconds: float, timeout: float) -> dict[str, object]:
     return {"health": _percentiles(_run_with_probe(base, seconds, lambda stop: stop.wait(), timeout))}
 
 
-def phase_flood(base: str, seconds: float, clients: int, timeout: float) -> dict[str, object]:
+def phase_flood(base: str, seconds: float, clients: int, timeout: float, niceness: int = 0) -> dict[str, object]:
     """``clients`` processes post the 1 MB and 80 KB bodies in a loop; /health probed every 20 ms."""
     context = multiprocessing.get_context("fork")
     answered = context.Value("l", 0)
 
     def attack(stop: threading.Event) -> None:
         halt = context.Event()
-        procs = [context.Process(target=_flood_client, args=(base, i, halt, answered, timeout), daemon=True)
+        procs = [context.Process(target=_flood_client, args=(base, i, halt, answered, timeout, niceness),
+                                 daemon=True)
                  for i in range(clients)]
         for proc in procs:
             proc.start()
@@ -238,7 +241,7 @@ def phase_flood(base: str, seconds: float, clients: int, timeout: float) -> dict
 
     health = _run_with_probe(base, seconds, attack, timeout)
     return {"health": _percentiles(health), "hostile_answered": answered.value,
-            "hostile_per_second": answered.value / seconds}
+            "hostile_per_second": answered.value / seconds, "attacker_nice": niceness}
 
 
 def phase_slowloris(base: str, seconds: float, connections: int, timeout: float) -> dict[str, object]:
@@ -284,6 +287,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each flood/slowloris phase")
     parser.add_argument("--repeats", type=int, default=20, help="sequential requests per body and endpoint")
     parser.add_argument("--timeout", type=float, default=60.0, help="client timeout (a stalled server counts as it)")
+    parser.add_argument("--attacker-nice", type=int, default=0,
+                        help="also run the flood with the attacking processes at this niceness (e.g. 10): on one "
+                             "machine they take CPU the server and the prober would have; niced, they stand for "
+                             "clients on other machines, while the server still reads every byte they send")
     parser.add_argument("--slow-header-timeout", type=float, default=10.0,
                         help="MOVIEREC_HEADER_TIMEOUT of the servers in the slowloris phase")
     args = parser.parse_args()
@@ -298,6 +305,9 @@ def main() -> None:
             ("single", lambda base, name: phase_single(base, 1 if name == "baseline" else args.repeats,
                                                        args.timeout), {}),
             ("flood", lambda base, name: phase_flood(base, args.seconds, 8, args.timeout), {}),
+            *([("flood, attackers niced", lambda base, name: phase_flood(base, args.seconds, 8, args.timeout,
+                                                                        args.attacker_nice), {})]
+              if args.attacker_nice else []),
             ("slowloris", lambda base, name: phase_slowloris(base, args.seconds, 300, args.timeout),
              {"MOVIEREC_HEADER_TIMEOUT": str(args.slow_header_timeout)}),
         ]
@@ -345,6 +355,14 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         lambda r: f"{_ms(r['flood']['health']['p50_ms'])} / {_ms(r['flood']['health']['p99_ms'])} / "
                   f"{_ms(r['flood']['health']['max_ms'])} ({r['flood']['health']['n']} probes)")
     row("hostile requests answered per second", lambda r: f"{r['flood']['hostile_per_second']:,.1f}")
+    if any("flood, attackers niced" in r for r in results.values()):
+        niced = "flood, attackers niced"
+        row("/health p50 / p99 / max, the same flood from attackers at lower priority (nice "
+            f"{next(r[niced]['attacker_nice'] for r in results.values() if niced in r)})",
+            lambda r: f"{_ms(r[niced]['health']['p50_ms'])} / {_ms(r[niced]['health']['p99_ms'])} / "
+                      f"{_ms(r[niced]['health']['max_ms'])} ({r[niced]['health']['n']} probes)")
+        row("hostile requests answered per second, attackers niced",
+            lambda r: f"{r[niced]['hostile_per_second']:,.1f}")
     row("/health p50 / p99 / max, 300 slowloris connections",
         lambda r: f"{_ms(r['slowloris']['health']['p50_ms'])} / {_ms(r['slowloris']['health']['p99_ms'])} / "
                   f"{_ms(r['slowloris']['health']['max_ms'])}")
