@@ -87,8 +87,8 @@ class Titles:
 
     def many(self, rows: np.ndarray) -> list[str | None]:
         """The titles of ``rows`` (an integer array): one gather of the offsets instead of one per title."""
-        blob = self._blob
-        return [blob[start:end].decode() if present else None
+        blob = memoryview(self._blob)  # uint8 array (possibly a shared read-only map): slices without copies
+        return [str(blob[start:end], "utf-8") if present else None
                 for start, end, present in zip(self._offsets[rows].tolist(), self._offsets[rows + 1].tolist(),
                                                self._present[rows].tolist(), strict=True)]
 
