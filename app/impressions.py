@@ -52,7 +52,8 @@ _INSERT_INTO = "INSERT INTO impressions (request_id, user_id, model_version, sou
 #: psycopg (``%s``) takes the whole batch as one JSON array that PostgreSQL takes apart: through
 #: executemany (a statement per row) or as arrays (psycopg quotes each element) the client side
 #: cost 35 to 40 us of the writer's CPU per answer, as JSON 12 (json.dumps is C).
-_INSERT_POSTGRES = (_INSERT_INTO + "SELECT r->>0, (r->>1)::integer, (r->>2)::integer, r->>3, r->>4, (r->>5)::bigint, "
+_INSERT_POSTGRES = ("INSERT INTO impressions (request_id, user_id, model_version, source, endpoint, created_at, movies) "
+                    "SELECT r->>0, (r->>1)::integer, (r->>2)::integer, r->>3, r->>4, (r->>5)::bigint, "
                     "r->>6 FROM json_array_elements(%s::json) AS r")
 #: Most rows in one INSERT on SQLite: 7 x 128 parameters stay under SQLite's oldest limit (999).
 SQLITE_ROWS_PER_INSERT = 128
