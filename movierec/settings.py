@@ -52,9 +52,10 @@ class Settings(BaseSettings):
         2.0, ge=0, description="Seconds between checks of the model store for a new version (0 turns it off)."
     )
     ann_min_movies: int = Field(
-        100_000, ge=1,
+        50_000, ge=1,
         description="Catalogues of at least this many movies are ranked through an approximate nearest-neighbour "
-        "index (faiss, built when the version is published or loaded); smaller ones are scored exactly.")
+        "index (faiss, built when the version is published or loaded); smaller ones are scored exactly. At 60,000 "
+        "movies the index halves /recommend's server CPU (docs/benchmarks.md).")
     log_level: str = Field("INFO", description="Python logging level.")
     record_impressions: bool = Field(
         True, description="Record what /recommend and /movies/{id}/similar showed (for the online metrics).")
