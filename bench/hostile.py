@@ -79,13 +79,13 @@ def make_data(directory: Path) -> tuple[str, Path]:
 
 
 @contextmanager
-def server(code: Path, url: str, store: Path, workdir: Path, **env: str) -> Iterator[str]:
-    """``movierec serve`` of the checkout at ``code`` (its packages first on the path)."""
+def server(code: Path, url: str, store: Path, workdir: Path, workers: int = 1, **env: str) -> Iterator[str]:
+    """``movierec serve --workers N`` of the checkout at ``code`` (its packages first on the path)."""
     port = _free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MOVIEREC_")}
     environment.update(PYTHONPATH=str(code), MOVIEREC_DATABASE_URL=url, MOVIEREC_MODEL_STORE=str(store),
                        MOVIEREC_API_KEY=KEY, MOVIEREC_LOG_LEVEL="WARNING", MOVIEREC_RELOAD_INTERVAL="0", **env)
-    launch = f"from app.cli import serve; serve(host='127.0.0.1', port={port}, workers=1, access_log=False)"
+    launch = f"from app.cli import serve; serve(host='127.0.0.1', port={port}, workers={workers}, access_log=False)"
     proc = subprocess.Popen([sys.executable, "-c", launch], cwd=workdir, env=environment,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -291,6 +291,9 @@ def main() -> None:
                         help="also run the flood with the attacking processes at this niceness (e.g. 10): on one "
                              "machine they take CPU the server and the prober would have; niced, they stand for "
                              "clients on other machines, while the server still reads every byte they send")
+    parser.add_argument("--default-workers", action="store_true",
+                        help="also run the flood against the worker count `movierec serve` picks by default "
+                             "(what `make run` serves; the other phases use 1 worker)")
     parser.add_argument("--slow-header-timeout", type=float, default=10.0,
                         help="MOVIEREC_HEADER_TIMEOUT of the servers in the slowloris phase")
     args = parser.parse_args()
@@ -308,13 +311,20 @@ def main() -> None:
             *([("flood, attackers niced", lambda base, name: phase_flood(base, args.seconds, 8, args.timeout,
                                                                         args.attacker_nice), {})]
               if args.attacker_nice else []),
+            *([("flood, default workers", lambda base, name: phase_flood(base, args.seconds, 8, args.timeout),
+                {"workers": "default"})] if args.default_workers else []),
             ("slowloris", lambda base, name: phase_slowloris(base, args.seconds, 300, args.timeout),
              {"MOVIEREC_HEADER_TIMEOUT": str(args.slow_header_timeout)}),
         ]
         for phase, run, env in phases:  # interleaved: each phase on the baseline, then on this checkout
             for name, code in versions.items():
                 print(f"{phase}: {name} ...", file=sys.stderr, flush=True)
-                with server(code, url, store, Path(tmp), **env) as base:
+                settings = dict(env)
+                workers = 1
+                if settings.pop("workers", None) == "default":  # what `movierec serve` picks without --workers
+                    from app.cli import default_workers
+                    workers = default_workers(url)
+                with server(code, url, store, Path(tmp), workers=workers, **settings) as base:
                     results[name][phase] = run(base, name)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
@@ -363,6 +373,13 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
                       f"{_ms(r[niced]['health']['max_ms'])} ({r[niced]['health']['n']} probes)")
         row("hostile requests answered per second, attackers niced",
             lambda r: f"{r[niced]['hostile_per_second']:,.1f}")
+    if any("flood, default workers" in r for r in results.values()):
+        both = "flood, default workers"
+        row("/health p50 / p99 / max, the same flood against the default worker count",
+            lambda r: f"{_ms(r[both]['health']['p50_ms'])} / {_ms(r[both]['health']['p99_ms'])} / "
+                      f"{_ms(r[both]['health']['max_ms'])} ({r[both]['health']['n']} probes)")
+        row("hostile requests answered per second, default workers",
+            lambda r: f"{r[both]['hostile_per_second']:,.1f}")
     row("/health p50 / p99 / max, 300 slowloris connections",
         lambda r: f"{_ms(r['slowloris']['health']['p50_ms'])} / {_ms(r['slowloris']['health']['p99_ms'])} / "
                   f"{_ms(r['slowloris']['health']['max_ms'])}")
