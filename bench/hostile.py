@@ -303,34 +303,38 @@ def main() -> None:
     results: dict[str, dict[str, object]] = {name: {} for name in versions}
     with tempfile.TemporaryDirectory() as tmp:
         url, store = make_data(Path(tmp))
+        # (phase, what it runs, server environment, server workers)
         phases = [
-            ("quiet", lambda base, name: phase_quiet(base, args.seconds, args.timeout), {}),
+            ("quiet", lambda base, name: phase_quiet(base, args.seconds, args.timeout), {}, 1),
             ("single", lambda base, name: phase_single(base, 1 if name == "baseline" else args.repeats,
-                                                       args.timeout), {}),
-            ("flood", lambda base, name: phase_flood(base, args.seconds, 8, args.timeout), {}),
-            *([("flood, attackers niced", lambda base, name: phase_flood(base, args.seconds, 8, args.timeout,
-                                                                        args.attacker_nice), {})]
-              if args.attacker_nice else []),
-            *([("flood, default workers", lambda base, name: phase_flood(base, args.seconds, 8, args.timeout),
-                {"workers": "default"})] if args.default_workers else []),
-            ("slowloris", lambda base, name: phase_slowloris(base, args.seconds, 300, args.timeout),
-             {"MOVIEREC_HEADER_TIMEOUT": str(args.slow_header_timeout)}),
+                                                       args.timeout), {}, 1),
+            ("flood", lambda base, name: phase_flood(base, args.seconds, 8, args.timeout), {}, 1),
         ]
-        for phase, run, env in phases:  # interleaved: each phase on the baseline, then on this checkout
+        if args.attacker_nice:
+            phases.append((FLOOD_NICED, lambda base, name: phase_flood(base, args.seconds, 8, args.timeout,
+                                                                       args.attacker_nice), {}, 1))
+        if args.default_workers:  # what `movierec serve` picks without --workers
+            from app.cli import default_workers
+
+            phases.append((FLOOD_DEFAULT_WORKERS, lambda base, name: phase_flood(base, args.seconds, 8, args.timeout),
+                           {}, default_workers(url)))
+        phases.append(("slowloris", lambda base, name: phase_slowloris(base, args.seconds, 300, args.timeout),
+                       {"MOVIEREC_HEADER_TIMEOUT": str(args.slow_header_timeout)}, 1))
+        for phase, run, env, workers in phases:  # interleaved: each phase on the baseline, then on this checkout
             for name, code in versions.items():
                 print(f"{phase}: {name} ...", file=sys.stderr, flush=True)
-                settings = dict(env)
-                workers = 1
-                if settings.pop("workers", None) == "default":  # what `movierec serve` picks without --workers
-                    from app.cli import default_workers
-                    workers = default_workers(url)
-                with server(code, url, store, Path(tmp), workers=workers, **settings) as base:
+                with server(code, url, store, Path(tmp), workers=workers, **env) as base:
                     results[name][phase] = run(base, name)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
                                   indent=2) + "\n")
     print(json.dumps(results, indent=2))
     print(markdown(results))
+
+
+#: The optional flood phases (``--attacker-nice``, ``--default-workers``).
+FLOOD_NICED = "flood, attackers niced"
+FLOOD_DEFAULT_WORKERS = "flood, default workers"
 
 
 def _ms(value: object) -> str:
@@ -361,25 +365,19 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
             return (f"{_ms(m['server_mean_ms'])} server, {_ms(m['client']['p50_ms'])} client p50; "
                     f"{m['statuses'][0]}, {m['response_bytes']:,} B")
         row(f"one {key} `[1,1,...]` request", single)
-    row("/health p50 / p99 / max, 8 clients posting 1 MB and 80 KB bodies",
-        lambda r: f"{_ms(r['flood']['health']['p50_ms'])} / {_ms(r['flood']['health']['p99_ms'])} / "
-                  f"{_ms(r['flood']['health']['max_ms'])} ({r['flood']['health']['n']} probes)")
-    row("hostile requests answered per second", lambda r: f"{r['flood']['hostile_per_second']:,.1f}")
-    if any("flood, attackers niced" in r for r in results.values()):
-        niced = "flood, attackers niced"
-        row("/health p50 / p99 / max, the same flood from attackers at lower priority (nice "
-            f"{next(r[niced]['attacker_nice'] for r in results.values() if niced in r)})",
-            lambda r: f"{_ms(r[niced]['health']['p50_ms'])} / {_ms(r[niced]['health']['p99_ms'])} / "
-                      f"{_ms(r[niced]['health']['max_ms'])} ({r[niced]['health']['n']} probes)")
-        row("hostile requests answered per second, attackers niced",
-            lambda r: f"{r[niced]['hostile_per_second']:,.1f}")
-    if any("flood, default workers" in r for r in results.values()):
-        both = "flood, default workers"
-        row("/health p50 / p99 / max, the same flood against the default worker count",
-            lambda r: f"{_ms(r[both]['health']['p50_ms'])} / {_ms(r[both]['health']['p99_ms'])} / "
-                      f"{_ms(r[both]['health']['max_ms'])} ({r[both]['health']['n']} probes)")
-        row("hostile requests answered per second, default workers",
-            lambda r: f"{r[both]['hostile_per_second']:,.1f}")
+    def flood_rows(phase: str, how: str) -> None:
+        if not any(phase in r for r in results.values()):
+            return
+        row(f"/health p50 / p99 / max, {how}",
+            lambda r: f"{_ms(r[phase]['health']['p50_ms'])} / {_ms(r[phase]['health']['p99_ms'])} / "
+                      f"{_ms(r[phase]['health']['max_ms'])} ({r[phase]['health']['n']} probes)")
+        row("hostile requests answered per second" + ("" if phase == "flood" else f", {phase.split(', ', 1)[1]}"),
+            lambda r: f"{r[phase]['hostile_per_second']:,.1f}")
+
+    flood_rows("flood", "8 clients posting 1 MB and 80 KB bodies")
+    niceness = next((r[FLOOD_NICED]["attacker_nice"] for r in results.values() if FLOOD_NICED in r), None)
+    flood_rows(FLOOD_NICED, f"the same flood from attackers at lower priority (nice {niceness})")
+    flood_rows(FLOOD_DEFAULT_WORKERS, "the same flood against the default worker count")
     row("/health p50 / p99 / max, 300 slowloris connections",
         lambda r: f"{_ms(r['slowloris']['health']['p50_ms'])} / {_ms(r['slowloris']['health']['p99_ms'])} / "
                   f"{_ms(r['slowloris']['health']['max_ms'])}")
