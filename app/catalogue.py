@@ -238,6 +238,17 @@ class ModelCatalogue:
                               Titles(mapped["title_blob"], mapped["title_offsets"], mapped["in_catalogue"]),
                               mapped["years"], Genres(names, mapped["genre_flat"], mapped["genre_offsets"]), bits)
 
+    def any_genre(self, wanted: frozenset[str], rows: np.ndarray) -> np.ndarray:
+        """Whether each of ``rows`` has any of the ``wanted`` (lower-cased) genres, from the packed masks
+        (for a slice of rows; :meth:`allowed_mask` unpacks them whole)."""
+        hit = np.zeros(len(rows), dtype=bool)
+        byte, shift = rows >> 3, 7 - (rows & 7)  # np.packbits: big bit order, row i in bit 7 - i % 8 of byte i // 8
+        for name in wanted:
+            bits = self.genre_bits.get(name)
+            if bits is not None:
+                hit |= ((bits[byte] >> shift) & 1).astype(bool)
+        return hit
+
     def allowed_mask(self, genre: str | None = None, min_year: int | None = None) -> np.ndarray:
         """Rows that may be shown: in the catalogue and matching the optional filters (a fresh array)."""
         mask = self.in_catalogue.copy()

@@ -125,7 +125,7 @@ class Popularity:
             rows = snap.rank_rows[start:start + step]
             keep = meta.in_catalogue[rows]
             if wanted is not None:
-                keep &= _any_genre(meta, wanted, rows)
+                keep &= meta.any_genre(wanted, rows)
             if min_year is not None:
                 with np.errstate(invalid="ignore"):  # NaN: no year, never passes a year filter
                     keep &= meta.years[rows] >= min_year
@@ -138,14 +138,3 @@ class Popularity:
                             "ratings_count": int(snap.counts[rank])})
             start, step = start + step, step * 4
         return out
-
-
-def _any_genre(meta: ModelCatalogue, wanted: frozenset[str], rows: np.ndarray) -> np.ndarray:
-    """Whether each of ``rows`` has any of the ``wanted`` (lower-cased) genres, from the packed masks."""
-    hit = np.zeros(len(rows), dtype=bool)
-    byte, shift = rows >> 3, 7 - (rows & 7)  # np.packbits: big bit order, row i in bit 7 - i % 8 of byte i // 8
-    for name in wanted:
-        bits = meta.genre_bits.get(name)
-        if bits is not None:
-            hit |= ((bits[byte] >> shift) & 1).astype(bool)
-    return hit
