@@ -39,6 +39,13 @@ log = logging.getLogger(__name__)
 #: scoring 50,000 scattered rows took 38 ms, faiss scanning all 1M (2,000 lists, with the bitmap)
 #: 27 ms (best of 15, one thread, load average 9): ~0.75 us against ~0.027 us a row.
 EXACT_ROW_COST = 30.0
+#: From this share of the lists probed on, a request is scored exactly over the whole catalogue (one
+#: contiguous matvec, which streams the rows faster than the index scans its lists) instead of through
+#: the index. Trained factors cluster and their tuned probe is a few percent of the lists (1M movies:
+#: 64 of 2,000); factors without structure do not, and at 60,000 movies of i.i.d. factors the index
+#: needed 384 of 490 lists for its recall, which made /recommend slower than exact scoring
+#: (0.06 against 0.09-0.10 x the bare endpoint, docs/benchmarks.md).
+FULL_SCAN_SHARE = 0.5
 
 
 class AnnRanker:
@@ -48,7 +55,8 @@ class AnnRanker:
         self.model = model
         self.indexes = indexes
         self.m = len(model.movie_ids)
-        #: See EXACT_ROW_COST; tests pass infinity to take the index path whatever the filter.
+        #: See EXACT_ROW_COST; tests pass infinity to take the index path whatever the filter and probe
+        #: count (FULL_SCAN_SHARE applies only with a finite cost).
         self.exact_row_cost = exact_row_cost
 
     # -- the LoadedModel interface -----------------------------------------------------------------
@@ -64,7 +72,7 @@ class AnnRanker:
         def exact(rows: np.ndarray) -> np.ndarray:
             return model.movie_factors[rows] @ user.vec + model.rank_term[rows]
 
-        return self._top(index, query, n, allowed, exact)
+        return self._top(index, query, n, allowed, exact, lambda: model.top_for_user(user, n, allowed))
 
     def similar(self, row: int, n: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` allowed rows closest to ``row`` by cosine (itself excluded; ``allowed`` is modified)."""
@@ -76,12 +84,13 @@ class AnnRanker:
         def exact(rows: np.ndarray) -> np.ndarray:
             return (factors[rows] @ query[0]) / norm[rows]
 
-        return self._top(self.indexes.similar, query, n, allowed, exact)
+        return self._top(self.indexes.similar, query, n, allowed, exact,
+                         lambda: self.model.similar(row, n, allowed))
 
     # -- the search ----------------------------------------------------------------------------
 
     def _top(self, index: AnnIndex, query: np.ndarray, n: int, allowed: np.ndarray,
-             exact: Any) -> tuple[np.ndarray, np.ndarray]:
+             exact: Any, full_scan: Any) -> tuple[np.ndarray, np.ndarray]:
         # One OpenMP thread per search: a request is one query, and the server's threads are the
         # parallelism. The setting is per thread (an OpenMP ICV), so it is made in the thread that
         # searches: left at the default, every request thread forked a team of spinning OpenMP
@@ -98,6 +107,8 @@ class AnnRanker:
         nprobe = min(index.nlist, math.ceil(index.nprobe / math.sqrt(fraction)))
         if count * self.exact_row_cost <= nprobe * self.m / index.nlist:
             return _best(np.flatnonzero(allowed), exact, want)
+        if nprobe >= FULL_SCAN_SHARE * index.nlist and math.isfinite(self.exact_row_cost):
+            return full_scan()
         bitmap = np.packbits(allowed, bitorder="little")  # faiss's IDSelectorBitmap: bit i&7 of byte i>>3
         selector = faiss.IDSelectorBitmap(self.m, faiss.swig_ptr(bitmap))
         while True:

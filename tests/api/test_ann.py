@@ -102,6 +102,48 @@ def test_recall_against_exact_scoring_on_users_not_tuned_on(tmp_path: Path) -> N
     assert sims / 1000 >= 0.93
 
 
+class _CountingIndex:
+    """A faiss index that counts its searches (faiss's own objects take no new attributes)."""
+
+    def __init__(self, index: object) -> None:
+        self.index, self.searches = index, 0
+        self.nlist = index.nlist  # type: ignore[attr-defined]
+
+    def search(self, *args: object, **kwargs: object) -> object:
+        self.searches += 1
+        return self.index.search(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("probe_share, through_index", [(0.1, True), (0.4, True), (0.5, False), (1.0, False)])
+def test_an_index_that_must_probe_most_of_its_lists_is_bypassed_for_the_full_scan(
+        tmp_path: Path, probe_share: float, through_index: bool) -> None:
+    """From FULL_SCAN_SHARE of the lists on, the contiguous exact scan is cheaper than the index's:
+    the request is scored exactly (same answer), unless a test forces the index (infinite row cost)."""
+    model, indexes = _model(tmp_path, 4_000, 8, seed=4)
+    rng = np.random.default_rng(2)
+    everything = np.ones(len(model.movie_ids), dtype=bool)
+    for entry in (indexes.recommend, indexes.similar):
+        assert entry is not None and entry.nlist >= 10
+        entry.nprobe = max(1, round(probe_share * entry.nlist))
+        entry.index = _CountingIndex(entry.index)
+    ranker, forced = AnnRanker(model, indexes), AnnRanker(model, indexes, exact_row_cost=math.inf)
+    user = model.trained_user(1)
+    rows, scores = ranker.top_for_user(user, 10, everything.copy())
+    want_rows, want_scores = model.top_for_user(user, 10, everything.copy())
+    row = int(rng.integers(len(model.movie_ids)))
+    sim_rows, _ = ranker.similar(row, 10, everything.copy())
+    counts = [indexes.recommend.index.searches, indexes.similar.index.searches]  # type: ignore[union-attr]
+    assert counts == ([1, 1] if through_index else [0, 0])
+    if not through_index:  # the exact answer itself
+        np.testing.assert_array_equal(rows, want_rows)
+        np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
+        np.testing.assert_array_equal(sim_rows, model.similar(row, 10, everything.copy())[0])
+    forced.top_for_user(user, 10, everything.copy())
+    forced.similar(row, 10, everything.copy())
+    assert indexes.recommend.index.searches == counts[0] + 1  # type: ignore[union-attr]
+    assert indexes.similar.index.searches == counts[1] + 1
+
+
 def test_the_header_binds_the_index_to_its_model(tmp_path: Path) -> None:
     model, indexes = _model(tmp_path, 500, 4, seed=1)
     header = json.loads((tmp_path / "1" / ann_index.HEADER_FILE).read_text())
