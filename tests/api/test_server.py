@@ -151,6 +151,7 @@ def test_default_worker_count_follows_the_machine(monkeypatch: pytest.MonkeyPatc
     chosen: dict[str, object] = {}
     monkeypatch.setattr("uvicorn.run", lambda *a, **kw: chosen.update(kw))
     monkeypatch.setattr("app.cli.fork_workers_from_here", lambda: True)  # not in the test process
+    monkeypatch.setattr("app.cli.freeze_imports", lambda: None)
     from app.cli import serve
     from movierec.settings import get_settings
 
@@ -167,6 +168,34 @@ def test_default_worker_count_follows_the_machine(monkeypatch: pytest.MonkeyPatc
         assert chosen["workers"] == default_workers(get_settings().database_url)
     finally:
         get_settings.cache_clear()
+
+
+def test_one_worker_freezes_the_imported_heap_and_several_fork_from_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full collection must not walk the imports inside a request (the p99 of /recommend): one
+    worker freezes them before uvicorn starts, several are forked from a supervisor that froze them."""
+    import gc
+
+    from app.cli import freeze_imports, serve
+    from movierec.settings import get_settings
+
+    before = gc.get_freeze_count()
+    try:
+        freeze_imports()
+        assert "app.main" in sys.modules
+        assert gc.get_freeze_count() > max(before, 10_000)  # the imports: hundreds of thousands of objects
+    finally:
+        gc.unfreeze()  # the test process keeps collecting its own garbage
+    calls: list[str] = []
+    monkeypatch.setattr("uvicorn.run", lambda *a, **kw: calls.append(f"run {kw['workers']}"))
+    monkeypatch.setattr("app.cli.fork_workers_from_here", lambda: calls.append("fork") or True)
+    monkeypatch.setattr("app.cli.freeze_imports", lambda: calls.append("freeze"))
+    get_settings.cache_clear()
+    try:
+        serve(host="127.0.0.1", port=1, workers=1, access_log=False)
+        serve(host="127.0.0.1", port=1, workers=3, access_log=False)
+    finally:
+        get_settings.cache_clear()
+    assert calls == ["freeze", "run 1", "fork", "run 3"]
 
 
 def _children(pid: int) -> list[int]:
