@@ -200,11 +200,15 @@ def _run(kind: str, factors: int | None, epochs: int | None, lr: float | None, w
 
     settings = get_settings()
     params = defaults_for(kind)
+    given = []
     for name, value in (("factors", factors), ("epochs", epochs), ("lr", lr), ("wd", wd),
                         ("batch_size", batch_size), ("rank_weight", rank_weight),
                         ("rank_sample", rank_sample), ("ensemble", ensemble)):
         if value is not None:
             setattr(params, name, value)
+            given.append(name)
+    if params.fixed is not None:  # size-dependent defaults: what was asked for stays as asked
+        params.fixed = tuple(given)
     if ensemble is not None:  # asked for: whatever the data size
         params.ensemble_max_ratings = None
     params.seed = seed

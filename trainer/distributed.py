@@ -110,7 +110,7 @@ def run_rank(load: Callable[[], Any], params: Any, device: str, run: Callable[[C
         if rank == 0:
             return run(fitter)
         if len(data) >= MIN_RATINGS:  # rank 0 stops with NoDataError otherwise, before any fit
-            sized = for_data(params, len(data))  # as rank 0's pipeline does
+            sized = for_data(params, len(data), data.n_movies)  # as rank 0's pipeline does
             for i, (train, _) in enumerate(training_sets(data)):
                 sharded_fit(train, sized, engine=engine)
                 log(f"rank {rank}: fit {i + 1}/3 done")

@@ -30,7 +30,7 @@ from trainer import GateRefusedError, NoDataError, TrainerError
 from trainer.data import Ratings
 from trainer.fit import Embeddings, FitParams, Progress, defaults_for, fit
 from trainer.fit.init import load_embeddings
-from trainer.fit.params import for_data
+from trainer.fit.params import ONE_FIT, for_data
 from trainer.gate import DEFAULT_TOLERANCE, GateDecision, check
 from trainer.itemitem import term_for, term_manifest, with_item_term
 from trainer.metrics import K, RELEVANT_AT, BiasBaseline, popularity_scores, ranking_metrics, rating_metrics
@@ -132,10 +132,14 @@ def train_and_publish(
     if len(data) < MIN_RATINGS:
         raise NoDataError(f"only {len(data)} ratings: need at least {MIN_RATINGS} to train and evaluate")
     log(f"data: {len(data)} ratings, {data.n_users} users, {data.n_movies} movies (from {source})")
-    sized = for_data(params, len(data))
+    sized = for_data(params, len(data), data.n_movies)
     if sized.ensemble != params.ensemble:
         log(f"one fit, not an ensemble of {params.ensemble}: {len(data)} ratings is over "
             f"{params.ensemble_max_ratings} (--ensemble N trains one anyway)")
+    changed = {k: getattr(sized, k) for k in ONE_FIT if getattr(sized, k) != getattr(params, k)}
+    if changed:
+        log("one model's ranking defaults (" + ", ".join(f"{k} {v:g}" for k, v in changed.items())
+            + "): the ensemble's lighter ranking term needs the ensemble and an item term")
     params = sized
     init, init_for = None, None
     if params.init_from is not None:

@@ -79,6 +79,33 @@ def test_the_default_ensemble_is_one_fit_above_its_data_size() -> None:
     assert for_data(asked, 10 * ENSEMBLE_MAX_RATINGS).ensemble == default.ensemble
 
 
+def test_the_ensemble_s_lighter_ranking_term_needs_the_ensemble_and_the_item_term() -> None:
+    """The default ensemble trains with rank_weight 0.3, lr 0.007 and item blend 1: chosen with the item
+    term carrying the ranking. One fit, or a catalogue too large for the item term, gets ONE_FIT's
+    values (without the term that recipe ranked the latest 20 % at 0.146 against 0.169), except what
+    `movierec train` was given."""
+    from trainer.fit.params import ENSEMBLE_MAX_RATINGS, ONE_FIT, defaults_for, for_data
+    from trainer.itemitem import MAX_MOVIES
+
+    default = defaults_for("dot")
+    recipe = {k: getattr(default, k) for k in ONE_FIT}
+    assert recipe != ONE_FIT and default.fixed == ()
+    small = for_data(default, 100_000, 1_682)
+    assert (small.ensemble, {k: getattr(small, k) for k in ONE_FIT}) == (3, recipe)
+    large = for_data(default, ENSEMBLE_MAX_RATINGS + 1, 1_682)
+    assert (large.ensemble, {k: getattr(large, k) for k in ONE_FIT}) == (1, ONE_FIT)
+    wide = for_data(default, 100_000, MAX_MOVIES + 1)  # no item term: the ensemble stays, its recipe does not
+    assert (wide.ensemble, {k: getattr(wide, k) for k in ONE_FIT}) == (3, ONE_FIT)
+    one = for_data(dataclasses.replace(default, ensemble=1, ensemble_max_ratings=None, fixed=("ensemble",)),
+                   100_000, 1_682)  # --ensemble 1
+    assert {k: getattr(one, k) for k in ONE_FIT} == ONE_FIT
+    asked = dataclasses.replace(default, lr=0.02, fixed=("lr",))  # --lr 0.02 on large data
+    kept = for_data(asked, ENSEMBLE_MAX_RATINGS + 1, 1_682)
+    assert (kept.lr, kept.rank_weight, kept.item_blend) == (0.02, ONE_FIT["rank_weight"], ONE_FIT["item_blend"])
+    plain = dataclasses.replace(default, ensemble=1, fixed=None)  # not the sized defaults: used as given
+    assert for_data(plain, ENSEMBLE_MAX_RATINGS + 1, MAX_MOVIES + 1) == plain
+
+
 def test_pipeline_trains_one_fit_when_the_data_is_over_the_ensemble_limit(synth, fast_params, tmp_path) -> None:
     from movierec.store import ModelStore
     from trainer.pipeline import train_and_publish

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from movierec.store import MANIFEST_FILE, ModelStore
 from trainer import GateRefusedError
 from trainer.fit import FitParams, History, defaults_for
+from trainer.fit.params import ENSEMBLE_MAX_RATINGS, ONE_FIT, for_data
 from trainer.pipeline import train_and_publish
 
 
@@ -88,3 +89,26 @@ def test_cli_bpr_weight_is_a_hidden_deprecated_alias_of_rank_weight(monkeypatch)
     assert both.exit_code == 2 and "--rank-weight" in both.output and len(calls) == 3
     shown = runner.invoke(app, ["train", "--help"]).output
     assert "--rank-weight" in shown and "--bpr-weight" not in shown
+
+
+def test_train_options_stay_as_given_where_the_defaults_follow_the_data(monkeypatch, tmp_path: Path) -> None:
+    """`movierec train --lr X` names lr in ``fixed``, so ``for_data`` never replaces it; the rest of
+    the size-dependent defaults still follow the data."""
+    import types
+
+    import trainer.cli
+    import trainer.pipeline
+
+    seen: list[FitParams] = []
+
+    def capture(load, store, params, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen.append(params)
+        return types.SimpleNamespace(manifest={"metrics": {}}, version=1, seconds=0.0)
+
+    monkeypatch.setattr(trainer.pipeline, "train_and_publish", capture)
+    trainer.cli._run("dot", None, None, 0.02, None, None, None, 42, True, None, tmp_path, tmp_path / "store")
+    trainer.cli._run("dot", None, None, None, None, None, None, 42, True, None, tmp_path, tmp_path / "store")
+    asked, default = seen
+    assert asked.fixed == ("lr",) and asked.lr == 0.02 and default.fixed == ()
+    assert for_data(asked, ENSEMBLE_MAX_RATINGS + 1, 100).lr == 0.02
+    assert for_data(default, ENSEMBLE_MAX_RATINGS + 1, 100).lr == ONE_FIT["lr"]

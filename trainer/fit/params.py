@@ -73,6 +73,10 @@ class FitParams:
     #: members' fits cost ``ensemble`` times the time, and at millions of ratings one fit's noise is
     #: smaller: see :func:`for_data`). None: whatever the data size (an explicit ``--ensemble``).
     ensemble_max_ratings: int | None = None
+    #: None: these parameters are used as given. A tuple (``defaults_for('dot')`` gives one): they are
+    #: the size-dependent defaults, which :func:`for_data` fits to the data, except the fields named
+    #: here (the ones ``movierec train`` was given as options).
+    fixed: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -122,23 +126,40 @@ class History:
 #: (docs/trainer.md), and it triples a run's training time (at 2M ratings on 2 cores about one minute
 #: becomes three); beyond that the default is one fit and ``--ensemble N`` asks for more.
 ENSEMBLE_MAX_RATINGS = 2_000_000
+#: The ranking weight, learning rate and item-term blend of one ``dot`` model, chosen for one model
+#: (docs/trainer.md). The default ensemble trains with a lighter ranking term (``defaults_for``), which
+#: costs ranking unless the item term carries it: without the ensemble or the term these apply.
+ONE_FIT = {"rank_weight": 0.45, "lr": 0.01, "item_blend": 0.5}
 
 
-def for_data(params: FitParams, n_ratings: int) -> FitParams:
-    """``params`` for data of ``n_ratings`` ratings: one fit instead of the ensemble above
-    ``ensemble_max_ratings``. Every process of a distributed job calls it with the same count."""
+def for_data(params: FitParams, n_ratings: int, n_movies: int | None = None) -> FitParams:
+    """``params`` fitted to data of ``n_ratings`` ratings of ``n_movies`` movies.
+
+    One fit instead of the ensemble above ``ensemble_max_ratings``. For the size-dependent defaults
+    (``fixed`` not None), a fit that is one model, or whose version gets no item term (more than
+    ``trainer.itemitem.MAX_MOVIES`` movies), takes :data:`ONE_FIT`'s ranking weight, learning rate and
+    blend instead of the ensemble's lighter ranking term, except the fields named in ``fixed``. Every
+    process of a distributed job calls it with the same counts.
+    """
+    sized = params
     if params.ensemble > 1 and params.ensemble_max_ratings is not None and n_ratings > params.ensemble_max_ratings:
-        return dataclasses.replace(params, ensemble=1)
-    return params
+        sized = dataclasses.replace(sized, ensemble=1)
+    if sized.fixed is not None and sized.model == "dot":
+        from trainer.itemitem import MAX_MOVIES
+
+        if sized.ensemble == 1 or (n_movies is not None and n_movies > MAX_MOVIES):
+            sized = dataclasses.replace(sized, **{k: v for k, v in ONE_FIT.items() if k not in sized.fixed})
+    return sized
 
 
 def defaults_for(kind: str) -> FitParams:
     """The default parameters of each model kind (what ``movierec train`` uses without options)."""
     if kind == "dot":
-        # The item term's blend, lambda and neighbours, and the ensemble of 3: chosen on the tuning folds
-        # (docs/trainer.md).
-        return FitParams(model="dot", item_blend=0.5, item_lambda=200.0, item_neighbours=50, ensemble=3,
-                         ensemble_max_ratings=ENSEMBLE_MAX_RATINGS)
+        # The ensemble of 3 with a lighter ranking term and learning rate and the item term weighted more
+        # (it gives the ranking back), the item term's lambda and neighbours: chosen on the tuning folds
+        # (docs/trainer.md). for_data() gives one fit, or a version without item term, ONE_FIT's values.
+        return FitParams(model="dot", rank_weight=0.3, lr=0.007, item_blend=1.0, item_lambda=200.0,
+                         item_neighbours=50, ensemble=3, ensemble_max_ratings=ENSEMBLE_MAX_RATINGS, fixed=())
     if kind == "nn":
         # Every (rating, negative) pair runs the MLP, so the ranking term takes 64 negatives and a
         # quarter of each batch at any data size (docs/trainer.md).
