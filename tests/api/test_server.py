@@ -219,21 +219,27 @@ def test_several_workers_are_forked_after_the_imports_and_still_reload(db_url: s
     (they share its heap's pages instead of importing everything again), serve, follow a newly
     published version, and stop with the supervisor."""
     publish_dot(store, MODEL_USERS, MODEL_MOVIES, seed=1)
-    port = _free_port()
     env = {**os.environ, "MOVIEREC_DATABASE_URL": db_url, "MOVIEREC_MODEL_STORE": str(store),
            "MOVIEREC_RELOAD_INTERVAL": "0.1", "MOVIEREC_API_KEY": "k3y", "MOVIEREC_LOG_LEVEL": "WARNING"}
-    code = f"from app.cli import serve; serve(host='127.0.0.1', port={port}, workers=2, access_log=False)"
     log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    for _attempt in range(3):
+        # A free port can be handed to another process (a parallel test) between our probe and the
+        # server's bind: then uvicorn exits with "Address already in use" and another port is tried.
+        port = _free_port()
+        code = f"from app.cli import serve; serve(host='127.0.0.1', port={port}, workers=2, access_log=False)"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and (len(_children(proc.pid)) < 2 or not _ready(base)):
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        if proc.poll() is None or b"Address already in use" not in log_path.read_bytes():
+            break
     workers: list[int] = []
     try:
-        deadline = time.monotonic() + 60
-        while len(_children(proc.pid)) < 2 or not _ready(base):
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
+        assert proc.poll() is None, log_path.read_text()
         workers = [pid for pid in _children(proc.pid)
                    if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
         assert len(workers) == 2, workers
