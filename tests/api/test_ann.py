@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from app.ann import EXACT_ROW_COST, AnnRanker
+from app.ann import EXACT_ROW_COST, FULL_SCAN_SHARE, AnnRanker, CoarseScan
 from app.scoring import LoadedModel, UserVector
 from movierec import ann_index
 from movierec.store import ModelStore
@@ -107,7 +107,7 @@ class _CountingIndex:
 
     def __init__(self, index: object) -> None:
         self.index, self.searches = index, 0
-        self.nlist = index.nlist  # type: ignore[attr-defined]
+        self.nlist = getattr(index, "nlist", None)
 
     def search(self, *args: object, **kwargs: object) -> object:
         self.searches += 1
@@ -142,6 +142,31 @@ def test_an_index_that_must_probe_most_of_its_lists_is_bypassed_for_the_full_sca
     forced.similar(row, 10, everything.copy())
     assert indexes.recommend.index.searches == counts[0] + 1  # type: ignore[union-attr]
     assert indexes.similar.index.searches == counts[1] + 1
+
+
+@pytest.mark.parametrize("density", [1.0, 0.5, 0.05])
+def test_the_coarse_pass_stands_in_for_the_full_scan_with_exact_filters_and_scores(tmp_path: Path,
+                                                                                   density: float) -> None:
+    """Factors that defeat the index (i.i.d. here, every list probed) are ranked from a quantized copy:
+    its candidates rescored exactly, filters honoured, never fewer than n, recall close to exact."""
+    model, indexes = _model(tmp_path, 5_000, 16, seed=6)
+    assert indexes.recommend is not None
+    indexes.recommend.nprobe = indexes.recommend.nlist
+    coarse = CoarseScan(model.movie_factors, model.rank_term)
+    counted = _CountingIndex(coarse.index)
+    coarse.index = counted
+    ranker = AnnRanker(model, indexes, coarse=coarse)
+    rng = np.random.default_rng(3)
+    hits = 0
+    users = [model.trained_user(int(i)) for i in rng.integers(len(model.user_ids), size=20)]
+    for user in users:
+        allowed = rng.random(len(model.movie_ids)) < density
+        rows, scores = ranker.top_for_user(user, 10, allowed.copy())
+        _check(rows, scores, model.rank_scores(user), allowed, 10, probe_all=False)
+        want, _ = model.top_for_user(user, 10, allowed.copy())
+        hits += len(set(rows.tolist()) & set(want.tolist()))
+    assert counted.searches == len(users)  # the quantized copy answered, not the exact scan
+    assert hits / (10 * len(users)) >= 0.9
 
 
 def test_the_header_binds_the_index_to_its_model(tmp_path: Path) -> None:
@@ -191,7 +216,10 @@ def test_api_answers_through_the_index_as_exact_scoring_would(seeded: Engine, st
     publish_dot(store, MODEL_USERS, MODEL_MOVIES, ann=True)
     exact, ann = make_client(), _ann_client(make_client)
     assert exact.app.state.registry.state.ann is None  # 25 movies: below the default threshold
-    assert ann.app.state.registry.state.ann is not None
+    ranker = ann.app.state.registry.state.ann
+    assert ranker is not None
+    rec = ranker.indexes.recommend  # the coarse pass is built where the index would probe half its lists
+    assert (ranker.coarse is not None) == (rec.nprobe >= FULL_SCAN_SHARE * rec.nlist)
     for params in ({"user_id": 3, "n": 5}, {"user_id": 4, "n": 50, "genre": "Comedy"},
                    {"user_id": 999, "n": 7, "min_year": 2000}, {"user_id": 5, "n": 3, "exclude": "1,2,3"}):
         want, got = exact.get("/recommend", params=params), ann.get("/recommend", params=params)
