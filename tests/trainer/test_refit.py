@@ -44,3 +44,12 @@ def test_an_ensemble_with_refit_l2_publishes_the_refitted_combination(synth, fas
         torch.testing.assert_close(getattr(model, name), getattr(expected, name))
     plain, _ = fit(synth, dataclasses.replace(params, refit_l2=0.0))
     assert _distance(plain, model) > 0
+
+
+def test_the_dot_defaults_refit_an_ensemble_of_15_epoch_members() -> None:
+    """The default chosen on the tuning folds (docs/trainer.md); nn has no refit (an ensemble is of dot models)."""
+    from trainer.fit import defaults_for
+
+    dot = defaults_for("dot")
+    assert (dot.ensemble, dot.epochs, dot.refit_l2, dot.refit_sweeps) == (3, 15, 200.0, 2)
+    assert defaults_for("nn").refit_l2 == 0.0
