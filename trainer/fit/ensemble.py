@@ -16,6 +16,9 @@ structure, so the mean's spectrum falls fast (on an ML-100K tuning fold, K = 3, 
 values 580, 25, 11, 5, 2.7 ... at every 16th) and the cut costs nothing measurable (RMSE 0.8955
 with 192 factors, 0.8954 with 64, 0.8958 with 32; one model 0.8997). ``/predict``, ``/recommend``,
 the fold-in of new users and the ANN index see an ordinary ``dot`` model of the usual size.
+
+With ``params.refit_l2 > 0`` (the default's 200) the cut model's factors and rating biases are then
+refitted to the rating loss alone, near where the members' mean put them (:mod:`trainer.fit.refit`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 from trainer.data import Ratings
 from trainer.fit.loop import Progress
 from trainer.fit.params import FitParams, History
+from trainer.fit.refit import refit_rating
 from trainer.models import DotProductBias
 
 #: ``fit_one(train, params, valid, progress)``: one member's fit (``trainer.fit.fit`` with ``ensemble = 1``).
@@ -57,7 +61,10 @@ def fit_ensemble(train: Ratings, params: FitParams, valid: Ratings | None, progr
         model, history = fit_one(train, member_params(params, i), valid, inner)
         members.append(model)
         histories.append(history)
-    return truncate(combine(members), params.factors), merge_histories(histories)
+    model = truncate(combine(members), params.factors)
+    if params.refit_l2 > 0:
+        model = refit_rating(model, train, params.refit_l2, sweeps=params.refit_sweeps)
+    return model, merge_histories(histories)
 
 
 @torch.no_grad()

@@ -77,6 +77,11 @@ class FitParams:
     #: the size-dependent defaults, which :func:`for_data` fits to the data, except the fields named
     #: here (the ones ``movierec train`` was given as options).
     fixed: tuple[str, ...] | None = None
+    #: ``dot`` ensembles only: after the members are combined, refit factors and rating biases to the
+    #: rating loss alone with an L2 pull of this strength towards the combined model
+    #: (``trainer.fit.refit``; 0: none), in ``refit_sweeps`` sweeps of users then movies.
+    refit_l2: float = 0.0
+    refit_sweeps: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
