@@ -7,6 +7,7 @@ Screenshots land in test-artifacts/e2e/.
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 import pytest
@@ -18,6 +19,17 @@ pytestmark = pytest.mark.slow
 
 SCI_FI_QUERIES = ["Star Wars", "Empire Strikes", "Terminator 2", "Aliens", "Blade Runner"]
 ACTIONISH = {"Sci-Fi", "Action", "Adventure", "War"}
+
+
+def _wait_until(page, predicate: str, timeout_s: float = 15.0) -> None:  # noqa: ANN001 - a playwright Page
+    """Poll ``predicate`` (a JS function) until it is true. Not ``page.wait_for_function``: its
+    polling evaluates the predicate with ``eval`` inside the page, which the pages' CSP (no
+    'unsafe-eval') refuses when the first check is not already true; ``page.evaluate`` goes
+    through the DevTools protocol, outside the page's CSP."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(predicate):
+        assert time.monotonic() < deadline, f"not true within {timeout_s} s: {predicate}"
+        time.sleep(0.05)
 
 
 def expect():
@@ -204,7 +216,7 @@ def test_existing_user_by_id(server, desktop):
     # Genre filter goes to the API (genre=...): every item shown has that genre.
     page.select_option("#filter-genre", "Comedy")
     ex(page.locator("#recs-list > li.movie .genres").first).to_contain_text("Comedy")
-    page.wait_for_function("document.querySelector('#recs-list').getAttribute('aria-busy') === 'false'")
+    _wait_until(page, "() => document.querySelector('#recs-list').getAttribute('aria-busy') === 'false'")
     for text in page.locator("#recs-list > li.movie .genres").all_inner_texts():
         assert "Comedy" in text
     shot(page, "05-existing-user-7-comedy")
@@ -222,7 +234,7 @@ def test_because_you_rated_and_predicted_stars_explained(server, desktop):
     ex(page.locator("#current-user-id")).to_have_text("7")
     ex(page.locator("#recs-badge")).to_have_text("personalized")
     ex(page.locator("#recs-list > li.movie")).to_have_count(10)
-    page.wait_for_function("document.querySelector('#recs-list').getAttribute('aria-busy') === 'false'")
+    _wait_until(page, "() => document.querySelector('#recs-list').getAttribute('aria-busy') === 'false'")
     check_because(page, server, 7)
     # Ranking and predicted stars are told apart: the list says what it is ranked by, each star figure
     # is labelled as predicted stars with the difference in its tooltip, and a modest prediction says why it ranks.
@@ -269,7 +281,7 @@ def test_model_page(server, desktop):
     ex(page.locator("#model-version")).to_have_text(f"v{version}")
     figures = page.locator("#figures img")
     ex(figures).to_have_count(2)
-    page.wait_for_function("[...document.querySelectorAll('#figures img')].every(i => i.complete && i.naturalWidth > 0)")
+    _wait_until(page, "() => [...document.querySelectorAll('#figures img')].every(i => i.complete && i.naturalWidth > 0)")
     srcs = figures.evaluate_all("els => els.map(e => e.getAttribute('src'))")
     assert srcs == ["model/files/curves.png", "model/files/movie_pca.png"]
     shot(page, "08-model-page")
