@@ -61,7 +61,6 @@ def fork_workers_from_here() -> bool:
     platform or uvicorn version does not allow it (no ``fork`` start method, or uvicorn's
     ``_subprocess.spawn`` context is gone).
     """
-    import gc
     import multiprocessing
     import os
     import signal
@@ -71,7 +70,7 @@ def fork_workers_from_here() -> bool:
 
     if "fork" not in multiprocessing.get_all_start_methods() or not hasattr(_subprocess, "spawn"):
         return False
-    import app.main  # noqa: F401 - imported once, here, for every worker to share
+    freeze_imports()  # imported once, here, for every worker to share; frozen so they keep sharing it
 
     queued = tuple(getattr(multiprocess, "SIGNALS", {}))
 
@@ -80,8 +79,6 @@ def fork_workers_from_here() -> bool:
             signal.signal(sig, signal.SIG_DFL)
 
     os.register_at_fork(after_in_child=default_signals)
-    gc.collect()
-    gc.freeze()
     _subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[attr-defined]
     return True
 

@@ -17,7 +17,7 @@ values 580, 25, 11, 5, 2.7 ... at every 16th) and the cut costs nothing measurab
 with 192 factors, 0.8954 with 64, 0.8958 with 32; one model 0.8997). ``/predict``, ``/recommend``,
 the fold-in of new users and the ANN index see an ordinary ``dot`` model of the usual size.
 
-With ``params.refit_l2 > 0`` (the default's 200) the cut model's factors and rating biases are then
+With ``params.refit_l2 > 0`` (off by default; docs/trainer.md has what 200 gave) the cut model's factors and rating biases are then
 refitted to the rating loss alone, near where the members' mean put them (:mod:`trainer.fit.refit`).
 """
 
